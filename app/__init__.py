@@ -1,0 +1,64 @@
+"""Endrigo Digital's WhatsApp assistant: the Flask app factory.
+
+``create_app(config=None)`` is the only place the app is assembled: settings, logging,
+database (migrated at start-up), services, the inbox's executor and the blueprints.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+__version__ = "0.1.0"
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config=None) -> Flask:
+    """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
+    from app.config import Settings, log_boot_warnings
+    from app.db import Database
+    from app.inbox import Inbox
+    from app.logging import configure_logging
+    from app.redaction import register_secret
+    from app.security import load_or_create_secret
+    from app.services import Services
+
+    if config is None:
+        settings = Settings.from_env()
+    elif isinstance(config, dict):
+        settings = Settings.from_env(env={}, **config)
+    else:
+        settings = config
+
+    configure_logging(settings.log_level)
+    for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
+                   settings.dashboard_password, settings.secret_key):
+        register_secret(secret)
+    log_boot_warnings(settings, log)
+
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config["SECRET_KEY"] = settings.secret_key or load_or_create_secret(settings.instance_dir)
+    register_secret(app.config["SECRET_KEY"])
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_request_bytes
+    # Twilio calls us through a proxy (ngrok, a load balancer): rebuild the URL it called.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+
+    db = Database(settings.database_url)
+    db.migrate()
+    services = Services(settings=settings, db=db, started_at=time.time())
+    services.inbox = Inbox(services)
+    app.extensions["endrigo"] = services
+
+    from app.web import register_blueprints
+
+    register_blueprints(app)
+
+    if settings.start_workers:
+        services.inbox.start()
+    log.info("app ready (%s mode, database %s)", "offline" if settings.offline else "online",
+             db.engine.dialect.name)
+    return app

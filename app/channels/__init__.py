@@ -1,0 +1,27 @@
+"""Outbound channels: how a turn's reply parts leave the app.
+
+``twilio`` sends through Twilio's REST API (real WhatsApp users); ``simulator`` records
+replies for the dashboard's chat simulator. Inbound parsing lives in app/web/webhook.py.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from app.clients.twilio_client import SentMessage
+from app.pipeline.context import OutboundPart, UserSnapshot
+
+
+class Channel(Protocol):
+    name: str
+    max_body_chars: int
+
+    def send_part(self, user: UserSnapshot, part: OutboundPart) -> SentMessage: ...
+
+
+def channel_for(services, user: UserSnapshot) -> Channel:
+    from app.channels.simulator import SimulatorChannel
+    from app.channels.twilio import TwilioChannel
+
+    if user.channel == "simulator":
+        return SimulatorChannel()
+    return TwilioChannel(services)

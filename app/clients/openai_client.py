@@ -1,0 +1,124 @@
+"""The only module that imports the OpenAI SDK.
+
+``OpenAIGateway`` wraps one ``openai.OpenAI`` client (Responses, embeddings,
+transcriptions) built from Settings, and ``classify_openai_error`` turns SDK exceptions
+into what the pipeline needs to decide: retry later, or fail now - with a reason that is
+safe to show operators (no key, no request body).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import numpy as np
+import openai
+from openai import OpenAI
+
+from app.config import Settings
+from app.redaction import redact
+
+log = logging.getLogger(__name__)
+
+# The embeddings endpoint takes at most 2048 inputs per request.
+MAX_EMBEDDING_BATCH = 2048
+
+
+class OpenAIUnavailable(RuntimeError):
+    """No OPENAI_API_KEY: the caller must use its offline path."""
+
+
+class OpenAIGateway:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client: OpenAI | None = None
+        if settings.openai_api_key:
+            self._client = OpenAI(
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url,  # None -> the SDK's default (or OPENAI_BASE_URL)
+                timeout=settings.openai_timeout_seconds,
+                max_retries=settings.openai_max_retries,
+            )
+
+    @property
+    def available(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> OpenAI:
+        if self._client is None:
+            raise OpenAIUnavailable("OPENAI_API_KEY is not set")
+        return self._client
+
+    def embed(self, texts: Iterable[str], model: str | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` as a float32 matrix, one row per text, in order."""
+        texts = list(texts)
+        model = model or self.settings.openai_embedding_model
+        rows: list[np.ndarray] = []
+        for start in range(0, len(texts), MAX_EMBEDDING_BATCH):
+            batch = texts[start:start + MAX_EMBEDDING_BATCH]
+            result = self.client.embeddings.create(model=model, input=batch)
+            ordered = sorted(result.data, key=lambda item: item.index)
+            rows.extend(np.asarray(item.embedding, dtype=np.float32) for item in ordered)
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack(rows)
+
+    def respond(self, **request: Any):
+        """One Responses API call (``client.responses.create``); the caller owns the tool loop."""
+        request.setdefault("model", self.settings.openai_model)
+        return self.client.responses.create(**request)
+
+    def transcribe(self, filename: str, data: bytes, content_type: str, prompt: str | None = None) -> str:
+        """Portuguese speech to text. ``filename`` must carry an extension OpenAI knows (.ogg, .wav ...)."""
+        kwargs: dict[str, Any] = dict(
+            model=self.settings.openai_transcribe_model,
+            file=(filename, data, content_type),
+            language="pt",
+            response_format="json",
+        )
+        if prompt:
+            kwargs["prompt"] = prompt
+        result = self.client.audio.transcriptions.create(**kwargs)
+        return (getattr(result, "text", None) or "").strip()
+
+
+def classify_openai_error(exc: BaseException) -> tuple[str, str]:
+    """Return (kind, reason): kind is ``auth``, ``retryable`` or ``permanent``.
+
+    The SDK has already retried 408/409/429/5xx by the time an error reaches us, so these
+    are "retry later with backoff"; 401/403 are configuration problems no retry will fix.
+    """
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return "auth", redact(f"OpenAI refused the credentials ({_status(exc)}): {_message(exc)}")
+    if isinstance(exc, openai.RateLimitError):
+        return "retryable", redact(f"OpenAI rate limit (429): {_message(exc)}")
+    if isinstance(exc, openai.APITimeoutError):
+        return "retryable", "OpenAI timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "retryable", "OpenAI unreachable (connection error)"
+    if isinstance(exc, openai.InternalServerError):
+        return "retryable", redact(f"OpenAI server error ({_status(exc)}): {_message(exc)}")
+    if isinstance(exc, openai.APIResponseValidationError):
+        return "retryable", "OpenAI sent a malformed response"
+    if isinstance(exc, openai.APIStatusError):
+        if _status(exc) in (408, 409) or (_status(exc) or 0) >= 500:
+            return "retryable", redact(f"OpenAI error ({_status(exc)}): {_message(exc)}")
+        return "permanent", redact(f"OpenAI rejected the request ({_status(exc)}): {_message(exc)}")
+    if isinstance(exc, ValueError):
+        # The SDK raises ValueError/JSONDecodeError for a body that is not JSON.
+        return "retryable", "OpenAI sent a malformed response"
+    return "retryable", redact(f"OpenAI call failed: {type(exc).__name__}")
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+def _message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+        message = inner.get("message") if isinstance(inner, dict) else None
+        if message:
+            return str(message)[:300]
+    return str(getattr(exc, "message", "") or type(exc).__name__)[:300]

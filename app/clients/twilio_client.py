@@ -1,0 +1,88 @@
+"""The only module that imports the Twilio SDK.
+
+``TwilioGateway`` sends WhatsApp messages through the REST API (pointed at an emulator
+by TWILIO_API_BASE_URL) and checks webhook signatures with Twilio's own
+``RequestValidator``. Errors come back classified, with reasons safe to show operators.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.rest import Client
+
+from app.config import Settings
+from app.redaction import redact
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+
+
+@dataclass
+class SentMessage:
+    sid: str
+    status: str
+
+
+class TwilioSendError(Exception):
+    """Twilio did not accept a message. ``retryable`` says whether trying later may help."""
+
+    def __init__(self, reason: str, code: str | None, retryable: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.retryable = retryable
+
+
+class TwilioGateway:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client: Client | None = None
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            self._client = Client(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token,
+                http_client=TwilioHttpClient(timeout=15),
+            )
+            if settings.twilio_api_base_url:
+                # The SDK joins this base with the path: the emulator serves the same paths.
+                self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+        self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+
+    @property
+    def can_send(self) -> bool:
+        return self._client is not None and bool(self.settings.twilio_phone_number)
+
+    def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
+             status_callback: str | None = None) -> SentMessage:
+        if not self.can_send:
+            raise TwilioSendError("Twilio is not configured", code=None, retryable=False)
+        kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
+        if body:
+            kwargs["body"] = body
+        if media_url:
+            kwargs["media_url"] = [media_url]
+        if status_callback:
+            kwargs["status_callback"] = status_callback
+        try:
+            message = self._client.messages.create(**kwargs)
+        except TwilioRestException as exc:
+            # 429 and 5xx are Twilio's own trouble; 4xx (21211 bad number, 63016 outside the
+            # 24 h window, 21617 too long) will fail the same way next time.
+            retryable = exc.status == 429 or exc.status >= 500
+            reason = redact(f"Twilio {exc.status} error {exc.code}: {exc.msg}")
+            raise TwilioSendError(reason, code=str(exc.code) if exc.code else None, retryable=retryable) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioSendError(redact(f"Twilio unreachable: {type(exc).__name__}"), code=None, retryable=True) from exc
+        return SentMessage(sid=message.sid, status=message.status or "queued")
+
+    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
+        """Check X-Twilio-Signature exactly as Twilio computes it (SHA-1, or SHA-256 when announced)."""
+        if not signature or self._validator is None:
+            return False
+        algorithm = get_signature_algorithm(settings_header)
+        return self._validator.validate(url, params, signature, algorithm=algorithm)

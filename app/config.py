@@ -1,0 +1,257 @@
+"""Typed configuration: every environment variable the app reads, in one place.
+
+Nothing else in the code base reads ``os.environ`` for settings. ``Settings.from_env``
+builds an immutable object; ``create_app(config)`` accepts a ``Settings`` or a dict of
+overrides (tests use the latter). Boot normalisation (phone numbers, URLs) happens here
+so that a bad value stops start-up with a message naming the variable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Hosts Twilio serves inbound media from: the REST API (which redirects) and its media CDNs.
+DEFAULT_MEDIA_HOSTS = (
+    "api.twilio.com",
+    "mms.twiliocdn.com",
+    "media.twiliocdn.com",
+    "s3-external-1.amazonaws.com",
+    "s3.amazonaws.com",
+)
+
+DEFAULT_OPENAI_MODEL = "gpt-5.4-mini"
+DEFAULT_REALTIME_MODEL = "gpt-realtime-2"
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the variable."""
+
+
+def normalize_whatsapp_number(value: str, variable: str = "TWILIO_PHONE_NUMBER") -> str:
+    """Return ``whatsapp:+E164`` for ``14155238886``, ``+1 415-523-8886`` or ``whatsapp:+14155238886``."""
+    raw = value.strip()
+    if raw.lower().startswith("whatsapp:"):
+        raw = raw[len("whatsapp:"):]
+    digits = re.sub(r"[\s\-().]", "", raw)
+    if digits.startswith("+"):
+        digits = digits[1:]
+    if not re.fullmatch(r"[1-9]\d{7,14}", digits):
+        raise ConfigError(f"{variable} is not a phone number (expected e.g. whatsapp:+14155238886)")
+    return f"whatsapp:+{digits}"
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _str(env, name: str, default: str | None = None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings. Field names are the lower-case environment variable names."""
+
+    database_url: str = f"sqlite:///{PROJECT_ROOT / 'instance' / 'endrigo.db'}"
+    public_base_url: str | None = None
+    instance_dir: str = str(PROJECT_ROOT / "instance")
+    documents_dir: str = str(PROJECT_ROOT / "documents")
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_phone_number: str | None = None
+    twilio_api_base_url: str | None = None
+    twilio_validate_signature: bool = True
+    media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
+    # Only tests set this: lets media downloads reach an emulator on loopback.
+    media_allow_private_hosts: bool = False
+
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = DEFAULT_OPENAI_MODEL
+    openai_transcribe_model: str = "gpt-transcribe"
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_realtime_model: str = DEFAULT_REALTIME_MODEL
+    openai_realtime_url: str | None = None
+    openai_timeout_seconds: float = 20.0
+    openai_max_retries: int = 2
+
+    elevenlabs_api_key: str | None = None
+    elevenlabs_base_url: str | None = None
+    elevenlabs_voice_id: str = "SuM1a4mUYXCmWfwWYCx0"
+    elevenlabs_model_id: str = "eleven_multilingual_v2"
+
+    media_backend: str = "local"
+    gcs_bucket_name: str | None = None
+    gcs_public_bucket: bool = False
+    google_application_credentials: str | None = None
+    storage_emulator_host: str | None = None
+    media_url_ttl_seconds: int = 3600
+    media_retention_days: int = 7
+    max_media_bytes: int = 16 * 1024 * 1024
+    max_audio_seconds: int = 300
+
+    workers: int = 8
+    coalesce_window_seconds: float = 2.0
+    lease_seconds: float = 120.0
+    recovery_interval_seconds: float = 30.0
+    # Retry schedule for a turn whose answer failed (seconds); after the last one, the turn fails.
+    retry_backoff_seconds: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0)
+    handoff_expiry_hours: float = 24.0
+    turn_budget_seconds: float = 8.0
+
+    dashboard_password: str | None = None
+    secret_key: str | None = None
+    max_request_bytes: int = 256 * 1024
+    assistant_id: str | None = None
+    log_level: str = "INFO"
+    # Disable the background executor (tests that drive the inbox by hand).
+    start_workers: bool = True
+
+    extra: dict = field(default_factory=dict, compare=False)
+
+    # ---- derived -------------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """No OpenAI key: answers come from the knowledge base alone."""
+        return not self.openai_api_key
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
+
+    @property
+    def elevenlabs_configured(self) -> bool:
+        return bool(self.elevenlabs_api_key)
+
+    def replace(self, **changes) -> "Settings":
+        return _normalised(dataclasses.replace(self, **changes))
+
+    # ---- construction --------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env=None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        d = cls()
+        values = dict(
+            database_url=_str(env, "DATABASE_URL", d.database_url),
+            public_base_url=_str(env, "PUBLIC_BASE_URL"),
+            twilio_account_sid=_str(env, "TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=_str(env, "TWILIO_AUTH_TOKEN"),
+            twilio_phone_number=_str(env, "TWILIO_PHONE_NUMBER"),
+            twilio_api_base_url=_str(env, "TWILIO_API_BASE_URL"),
+            twilio_validate_signature=_bool(env.get("TWILIO_VALIDATE_SIGNATURE"), True),
+            media_allowed_hosts=tuple(
+                h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
+            ) or DEFAULT_MEDIA_HOSTS,
+            openai_api_key=_str(env, "OPENAI_API_KEY"),
+            openai_base_url=_str(env, "OPENAI_BASE_URL"),
+            openai_model=_str(env, "OPENAI_MODEL", d.openai_model),
+            openai_transcribe_model=_str(env, "OPENAI_TRANSCRIBE_MODEL", d.openai_transcribe_model),
+            openai_embedding_model=_str(env, "OPENAI_EMBEDDING_MODEL", d.openai_embedding_model),
+            openai_realtime_model=_str(env, "OPENAI_REALTIME_MODEL", d.openai_realtime_model),
+            openai_realtime_url=_str(env, "OPENAI_REALTIME_URL"),
+            openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", d.openai_timeout_seconds),
+            elevenlabs_api_key=_str(env, "ELEVENLABS_API_KEY"),
+            elevenlabs_base_url=_str(env, "ELEVENLABS_BASE_URL"),
+            elevenlabs_voice_id=_str(env, "ELEVENLABS_VOICE_ID", d.elevenlabs_voice_id),
+            elevenlabs_model_id=_str(env, "ELEVENLABS_MODEL_ID", d.elevenlabs_model_id),
+            media_backend=(_str(env, "MEDIA_BACKEND", "local") or "local").lower(),
+            gcs_bucket_name=_str(env, "GCS_BUCKET_NAME"),
+            gcs_public_bucket=_bool(env.get("GCS_PUBLIC_BUCKET"), False),
+            google_application_credentials=_str(env, "GOOGLE_APPLICATION_CREDENTIALS"),
+            storage_emulator_host=_str(env, "STORAGE_EMULATOR_HOST"),
+            max_media_bytes=_int(env, "MAX_MEDIA_BYTES", d.max_media_bytes),
+            max_audio_seconds=_int(env, "MAX_AUDIO_SECONDS", d.max_audio_seconds),
+            workers=_int(env, "WORKERS", d.workers),
+            coalesce_window_seconds=_float(env, "COALESCE_WINDOW_SECONDS", d.coalesce_window_seconds),
+            handoff_expiry_hours=_float(env, "HANDOFF_EXPIRY_HOURS", d.handoff_expiry_hours),
+            dashboard_password=_str(env, "DASHBOARD_PASSWORD"),
+            secret_key=_str(env, "SECRET_KEY"),
+            assistant_id=_str(env, "ASSISTANT_ID"),
+            log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+        )
+        values.update(overrides)
+        return _normalised(cls(**values))
+
+
+def _normalised(settings: Settings) -> Settings:
+    """Validate and normalise values; raise ConfigError naming the variable."""
+    changes: dict = {}
+    if settings.twilio_phone_number:
+        changes["twilio_phone_number"] = normalize_whatsapp_number(settings.twilio_phone_number)
+    if settings.public_base_url:
+        url = settings.public_base_url.rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ConfigError("PUBLIC_BASE_URL must be an origin such as https://bot.example.com")
+        changes["public_base_url"] = url
+    if settings.media_backend not in {"local", "gcs"}:
+        raise ConfigError("MEDIA_BACKEND must be 'local' or 'gcs'")
+    if settings.media_backend == "gcs" and not settings.gcs_bucket_name:
+        raise ConfigError("GCS_BUCKET_NAME is required when MEDIA_BACKEND=gcs")
+    if settings.workers < 1:
+        raise ConfigError("WORKERS must be at least 1")
+    if settings.coalesce_window_seconds < 0:
+        raise ConfigError("COALESCE_WINDOW_SECONDS must not be negative")
+    scheme, sep, rest = settings.database_url.partition("://")
+    if scheme in {"postgres", "postgresql"}:
+        # Neon/Heroku style URLs; SQLAlchemy 2.1 maps postgresql:// to psycopg 3, we ship psycopg2.
+        changes["database_url"] = "postgresql+psycopg2://" + rest
+    if not changes:
+        return settings
+    return dataclasses.replace(settings, **changes)
+
+
+def boot_warnings(settings: Settings) -> list[str]:
+    """Warnings an operator must see at every start."""
+    warnings = []
+    if not settings.twilio_validate_signature:
+        warnings.append(
+            "TWILIO_VALIDATE_SIGNATURE=false: webhook signatures are NOT checked. "
+            "Anyone can post fake messages. Use only for local experiments."
+        )
+    if settings.assistant_id:
+        warnings.append(
+            "ASSISTANT_ID is set but ignored: the OpenAI Assistants API was shut down on 2026-08-26; "
+            "the persona now lives in documents/persona.md."
+        )
+    if settings.offline:
+        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
+    if not settings.twilio_configured:
+        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
+    return warnings
+
+
+def log_boot_warnings(settings: Settings, logger: logging.Logger) -> None:
+    for warning in boot_warnings(settings):
+        logger.warning(warning)

@@ -1,0 +1,169 @@
+"""SQLAlchemy 2.x models: users, messages, turns, leads, handoffs, provider status.
+
+The schema is created and changed only by Alembic migrations (migrations/versions/);
+keep a migration in step with every change here. All timestamps are naive UTC.
+
+Life of an inbound message (``Message.status``):
+``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
+``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (handoff open, opted out).
+Outbound rows: ``sending`` -> ``queued``/``sent`` (Twilio accepted it) -> ``delivered``/``read``
+or ``failed``/``undelivered`` (status callback, with ``error_code``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from app.db import utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Inbound statuses
+RECEIVED, PROCESSING, ANSWERED, FAILED, IGNORED = "received", "processing", "answered", "failed", "ignored"
+# Outbound statuses that mean "Twilio has it": never send that part again.
+SENDING = "sending"
+ACCEPTED_STATUSES = {"accepted", "queued", "sending_provider", "sent", "delivered", "read", "scheduled", "receiving", "received"}
+FAILED_DELIVERY_STATUSES = {"failed", "undelivered"}
+
+# Turn statuses
+TURN_PROCESSING, TURN_WAITING_RETRY, TURN_ANSWERED, TURN_FAILED = "processing", "waiting_retry", "answered", "failed"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # E.164 for WhatsApp users ("+5511999990001"); "sim:<n>" for simulator users.
+    phone: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    channel: Mapped[str] = mapped_column(String(16), default="whatsapp", nullable=False)
+    wa_id: Mapped[str | None] = mapped_column(String(32))
+    profile_name: Mapped[str | None] = mapped_column(String(128))
+    learned_name: Mapped[str | None] = mapped_column(String(128))
+    # auto: voice reply to a voice note, text otherwise; text / audio: always that.
+    reply_mode: Mapped[str] = mapped_column(String(8), default="auto", nullable=False)
+    message_count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    opted_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The per-user lease: only the holder processes this user's messages (across processes).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    messages: Mapped[list["Message"]] = relationship(back_populates="user", lazy="raise_on_sql")
+
+    @property
+    def display_name(self) -> str | None:
+        return self.learned_name or self.profile_name
+
+
+class Turn(Base):
+    """One answer to one or more coalesced inbound messages."""
+
+    __tablename__ = "turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=TURN_PROCESSING, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The final answer, kept so that a retry after a crash sends the same words.
+    reply_text: Mapped[str | None] = mapped_column(Text)
+    reply_kind: Mapped[str | None] = mapped_column(String(8))  # text | audio
+    holding_sent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    timings: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_turns_status_next", "status", "next_attempt_at"),)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(3), nullable=False)  # in | out
+    channel: Mapped[str] = mapped_column(String(16), default="whatsapp", nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), default="text", nullable=False)  # text | audio | image | ...
+    # Inbound: Twilio's MessageSid, the idempotency key. Outbound: the SID Twilio gave our message.
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    body: Mapped[str | None] = mapped_column(Text)
+    transcription: Mapped[str | None] = mapped_column(Text)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    media_type: Mapped[str | None] = mapped_column(String(128))
+    num_media: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # Provider fields we keep for the turn (location, button payload, reply-to ...); no secrets.
+    extra: Mapped[dict | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    # Outbound only: position of this part in the turn's reply, for idempotent re-sends.
+    part_index: Mapped[int | None] = mapped_column(Integer)
+    timings: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow, nullable=False)
+
+    user: Mapped[User] = relationship(back_populates="messages", lazy="raise_on_sql")
+
+    __table_args__ = (
+        Index("ix_messages_user_created", "user_id", "created_at"),
+        Index("ix_messages_status_direction", "status", "direction"),
+        Index("ix_messages_created", "created_at"),
+        UniqueConstraint("turn_id", "part_index", "direction", name="uq_messages_turn_part"),
+    )
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    interest: Mapped[str] = mapped_column(Text, nullable=False)
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Handoff(Base):
+    """A request for a human; while open, the bot stays silent for that user."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(8), default="open", nullable=False)  # open | closed
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ProviderStatus(Base):
+    """Last success / last error per provider, shared by every worker process, for the dashboard."""
+
+    __tablename__ = "provider_status"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_ok_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,40 @@
+"""The pipeline: one ordered list of stages that turns a user's turn into a sent reply.
+
+Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module. Stages skip
+themselves when they have nothing to do (no media, answer already known from a previous
+attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds)
+and lets the inbox renew the user's lease between stages.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from app.pipeline import answer, convert, download, retrieve, send, speak, store, transcribe
+from app.pipeline.context import TurnContext
+
+STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
+    ("download", download.run),      # fetch media from Twilio (allowed hosts only)
+    ("convert", convert.run),        # FFmpeg -> 16 kHz mono WAV, silence check
+    ("transcribe", transcribe.run),  # Portuguese speech to text (OpenAI)
+    ("retrieve", retrieve.run),      # hybrid search over documents/
+    ("answer", answer.run),          # persona + Responses API + tools (or offline responder)
+    ("speak", speak.run),            # ElevenLabs TTS when a voice reply is due
+    ("store", store.run),            # keep the audio (local or GCS) and get its URL
+    ("send", send.run),              # split, send in order, record outbound rows
+]
+
+
+def run_pipeline(ctx: TurnContext, between_stages: Callable[[], None] | None = None) -> None:
+    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail."""
+    for name, stage in STAGES:
+        started = time.perf_counter()
+        try:
+            stage(ctx)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            # Stages that did nothing cost microseconds; keep only the ones that worked.
+            if elapsed_ms >= 0.5 or name in ("answer", "send"):
+                ctx.timings[name] = round(elapsed_ms, 1)
+        if between_stages is not None:
+            between_stages()

@@ -1,0 +1,147 @@
+"""The one object the pipeline's stages pass along: ``TurnContext``.
+
+A turn is the answer to one or more coalesced inbound messages of one user. Each stage
+reads and fills fields of the context; none talks to another stage directly.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from app.services import Services
+
+
+class RetryableTurnError(Exception):
+    """A provider failed in a way worth retrying later (5xx, timeout, 429 after the SDK's retries)."""
+
+    def __init__(self, reason: str, kind: str = "provider"):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class PermanentTurnError(Exception):
+    """Retrying will not help (invalid key, refused request): fail the turn, tell the user, show operators."""
+
+    def __init__(self, reason: str, kind: str = "provider"):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+@dataclass
+class UserSnapshot:
+    """What the pipeline may know about the turn's user (read once when the turn starts)."""
+
+    id: int
+    phone: str
+    channel: str
+    name: str | None
+    reply_mode: str
+    message_count: int
+    first_seen_at: dt.datetime
+
+
+@dataclass
+class InboundItem:
+    """One inbound message of the turn, with what the stages learn about it."""
+
+    message_id: int
+    kind: str  # text | audio | image | video | document | sticker | location | contacts | other
+    body: str | None
+    media_url: str | None = None
+    media_type: str | None = None
+    extra: dict = field(default_factory=dict)
+    media_path: Path | None = None  # downloaded file, inside the turn's temporary folder
+    wav_path: Path | None = None  # 16 kHz mono WAV for transcription
+    audio_seconds: float | None = None
+    transcription: str | None = None
+    # A Portuguese sentence for the user about this item (not audio, unreadable, silent ...).
+    notice: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What the user said in this message: typed text and transcribed speech."""
+        parts = [p for p in (self.body, self.transcription) if p and p.strip()]
+        return "\n".join(p.strip() for p in parts)
+
+
+@dataclass
+class OutboundPart:
+    """One WhatsApp message to send: text, or one media URL (audio carries no caption)."""
+
+    index: int
+    body: str | None = None
+    media_url: str | None = None
+    media_type: str | None = None
+    kind: str = "text"  # text | audio
+
+
+@dataclass
+class Passage:
+    """A retrieved knowledge-base chunk."""
+
+    chunk_id: str
+    source: str
+    heading: str
+    text: str
+    score: float
+
+
+@dataclass
+class TurnContext:
+    services: "Services"
+    turn_id: int
+    user: UserSnapshot
+    items: list[InboundItem]
+    attempt: int = 1
+    tmpdir: Path | None = None
+    log: logging.LoggerAdapter | logging.Logger = field(default_factory=lambda: logging.getLogger("app.pipeline"))
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    passages: list[Passage] = field(default_factory=list)
+    answer_text: str | None = None
+    # Set by the inbox when a previous attempt already produced the answer (crash, send failure).
+    answer_from_previous_attempt: bool = False
+    reply_kind: str = "text"  # text | audio
+    audio_bytes: bytes | None = None
+    audio_content_type: str | None = None
+    audio_url: str | None = None
+    # With a voice reply: what was not spoken (long answers), sent as text after the audio.
+    text_after_audio: str | None = None
+    parts: list[OutboundPart] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def settings(self):
+        return self.services.settings
+
+    @property
+    def user_text(self) -> str:
+        """The whole turn as the user said it: every message's text, in order."""
+        return "\n".join(t for t in (item.text for item in self.items) if t)
+
+    @property
+    def has_voice_note(self) -> bool:
+        return any(item.kind == "audio" for item in self.items)
+
+    @property
+    def notices(self) -> list[str]:
+        seen: list[str] = []
+        for item in self.items:
+            if item.notice and item.notice not in seen:
+                seen.append(item.notice)
+        return seen
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def remaining_budget(self) -> float:
+        """Seconds left of the turn's time budget (the promise of a reply within ~8 s)."""
+        return self.settings.turn_budget_seconds - self.elapsed()

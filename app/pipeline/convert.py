@@ -1,0 +1,36 @@
+"""Stage 2: FFmpeg converts each voice note to 16 kHz mono WAV; silent notes stop here.
+
+The silence check runs before transcription so a note with no speech costs no API call.
+"""
+from __future__ import annotations
+
+from app.audio import AudioError, is_silent, to_wav16k
+from app.pipeline import notices
+from app.pipeline.context import TurnContext
+
+FFMPEG_TIMEOUT_SECONDS = 30
+
+
+def run(ctx: TurnContext) -> None:
+    if ctx.answer_text is not None:
+        return
+    for item in ctx.items:
+        if item.media_path is None:
+            continue
+        wav_path = item.media_path.with_suffix(".16k.wav")
+        try:
+            item.audio_seconds = to_wav16k(
+                item.media_path, wav_path, timeout=FFMPEG_TIMEOUT_SECONDS,
+                max_seconds=ctx.settings.max_audio_seconds,
+            )
+        except AudioError as exc:
+            ctx.log.info("audio not usable (%s)", exc.kind)
+            if exc.kind == "too_long":
+                item.notice = notices.AUDIO_TOO_LONG.format(minutes=ctx.settings.max_audio_seconds // 60)
+            else:
+                item.notice = notices.AUDIO_UNREADABLE
+            continue
+        if is_silent(wav_path):
+            item.notice = notices.AUDIO_SILENT
+            continue
+        item.wav_path = wav_path

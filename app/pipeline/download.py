@@ -1,0 +1,40 @@
+"""Stage 1: download inbound voice notes from Twilio (allowed hosts only, size-capped).
+
+Only audio is downloaded: other media get a polite notice and cost nothing. A refused
+or failed download is a notice for the user, not an error for the turn.
+"""
+from __future__ import annotations
+
+from app.media_download import MediaRefused, MediaTooLarge, download_media
+from app.pipeline import notices
+from app.pipeline.context import TurnContext
+
+
+def run(ctx: TurnContext) -> None:
+    if ctx.answer_text is not None:
+        return
+    for item in ctx.items:
+        if not item.media_url:
+            continue
+        if item.kind != "audio":
+            item.notice = notices.NOT_AUDIO
+            continue
+        try:
+            media = download_media(item.media_url, ctx.settings, ctx.tmpdir)
+        except MediaTooLarge:
+            item.notice = notices.MEDIA_TOO_LARGE
+            continue
+        except MediaRefused as exc:
+            ctx.log.warning("media refused: %s", exc)
+            item.notice = notices.MEDIA_UNAVAILABLE
+            continue
+        except Exception as exc:  # noqa: BLE001 - network trouble: tell the user, keep the turn
+            ctx.log.warning("media download failed: %s", type(exc).__name__)
+            item.notice = notices.MEDIA_UNAVAILABLE
+            continue
+        if media.sniffed_type is None:
+            ctx.log.warning("media claims %s but its bytes are not audio", media.content_type)
+            item.notice = notices.AUDIO_UNREADABLE
+            continue
+        item.media_path = media.path
+        item.media_type = media.content_type or item.media_type

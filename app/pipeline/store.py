@@ -1,0 +1,25 @@
+"""Stage 7: store the synthesized voice note (local disk or GCS) and get the URL Twilio fetches."""
+from __future__ import annotations
+
+from app.pipeline.context import TurnContext
+
+_SUFFIX = {"audio/ogg": ".ogg", "audio/mpeg": ".mp3"}
+
+
+def run(ctx: TurnContext) -> None:
+    if ctx.reply_kind != "audio" or not ctx.audio_bytes:
+        return
+    try:
+        stored = ctx.services.storage.save(
+            ctx.audio_bytes,
+            ctx.audio_content_type,
+            _SUFFIX.get(ctx.audio_content_type, ".ogg"),
+            base_url=ctx.services.public_base_url(),
+        )
+    except Exception as exc:  # noqa: BLE001 - storage trouble: answer by text instead
+        ctx.services.provider_health.error("storage", f"upload failed: {type(exc).__name__}")
+        ctx.log.warning("audio storage failed (%s); answering by text", type(exc).__name__)
+        ctx.reply_kind = "text"
+        return
+    ctx.services.provider_health.ok("storage")
+    ctx.audio_url = stored.url

@@ -1,0 +1,69 @@
+"""Last success and last error of each provider, shared by all worker processes.
+
+Stages report ``ok(name)`` / ``error(name, reason)``; the dashboard and /health read
+``snapshot()``. Successes are written at most every few seconds per process, so a busy
+pipeline does not turn health bookkeeping into a write per message.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from app.db import utcnow
+from app.models import ProviderStatus
+from app.redaction import redact
+
+_OK_WRITE_INTERVAL = 10.0
+
+
+class ProviderHealth:
+    def __init__(self, db):
+        self.db = db
+        self._last_ok_write: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def ok(self, name: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_ok_write.get(name, -1e9) < _OK_WRITE_INTERVAL:
+                return
+            self._last_ok_write[name] = now
+        self._write(name, last_ok_at=utcnow())
+
+    def error(self, name: str, reason: str) -> None:
+        with self._lock:
+            self._last_ok_write.pop(name, None)
+        self._write(name, last_error_at=utcnow(), last_error=redact(reason)[:500])
+
+    def _write(self, name: str, **fields) -> None:
+        try:
+            with self.db.session() as session:
+                row = session.get(ProviderStatus, name)
+                if row is None:
+                    row = ProviderStatus(name=name)
+                    session.add(row)
+                for key, value in fields.items():
+                    setattr(row, key, value)
+        except Exception:  # noqa: BLE001 - bookkeeping must never break a turn
+            import logging
+
+            logging.getLogger(__name__).warning("could not record provider status for %s", name, exc_info=True)
+
+    def snapshot(self) -> dict[str, dict]:
+        with self.db.session() as session:
+            rows = session.query(ProviderStatus).all()
+            return {
+                row.name: {
+                    "last_ok_at": row.last_ok_at.isoformat() + "Z" if row.last_ok_at else None,
+                    "last_error_at": row.last_error_at.isoformat() + "Z" if row.last_error_at else None,
+                    "last_error": row.last_error,
+                    "state": _state(row),
+                }
+                for row in rows
+            }
+
+
+def _state(row: ProviderStatus) -> str:
+    if row.last_error_at and (row.last_ok_at is None or row.last_error_at > row.last_ok_at):
+        return "degraded"
+    return "healthy" if row.last_ok_at else "configured"

@@ -1,0 +1,74 @@
+"""The app's long-lived collaborators, built once per process from Settings.
+
+``create_app`` makes one ``Services`` and keeps it in ``app.extensions["endrigo"]``; the
+inbox and the pipeline receive it explicitly. Provider clients are built lazily so an
+unused provider costs nothing at start-up.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from app.config import Settings
+from app.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    started_at: float = 0.0
+    inbox: object = None
+    _observed_base_url: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def remember_base_url(self, url_twilio_called: str) -> None:
+        """Without PUBLIC_BASE_URL, the origin of a validly signed webhook is our public origin."""
+        if self.settings.public_base_url:
+            return
+        parts = url_twilio_called.split("/", 3)
+        self._observed_base_url = "/".join(parts[:3])
+
+    def public_base_url(self) -> str | None:
+        return self.settings.public_base_url or self._observed_base_url
+
+    def status_callback_url(self) -> str | None:
+        base = self.public_base_url()
+        return f"{base}/webhook/whatsapp/status" if base else None
+
+    @cached_property
+    def openai(self):
+        from app.clients.openai_client import OpenAIGateway
+
+        return OpenAIGateway(self.settings)
+
+    @cached_property
+    def twilio(self):
+        from app.clients.twilio_client import TwilioGateway
+
+        return TwilioGateway(self.settings)
+
+    @cached_property
+    def knowledge(self):
+        from app.knowledge import KnowledgeBase
+
+        return KnowledgeBase.for_settings(self.settings, self.openai)
+
+    @cached_property
+    def storage(self):
+        from app.clients.storage import build_storage
+
+        return build_storage(self.settings)
+
+    @cached_property
+    def tts(self):
+        from app.clients.elevenlabs_client import ElevenLabsGateway
+
+        return ElevenLabsGateway(self.settings)
+
+    @cached_property
+    def provider_health(self):
+        from app.provider_health import ProviderHealth
+
+        return ProviderHealth(self.db)

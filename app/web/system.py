@@ -1,0 +1,42 @@
+"""System endpoints: GET /health (public, no personal data, no secrets)."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify
+
+import app as app_package
+
+bp = Blueprint("system", __name__)
+
+
+def providers_configured(settings) -> dict[str, bool]:
+    return {
+        "twilio": settings.twilio_configured,
+        "openai": bool(settings.openai_api_key),
+        "elevenlabs": settings.elevenlabs_configured,
+        "storage": settings.media_backend,
+    }
+
+
+@bp.get("/health")
+def health():
+    services = current_app.extensions["endrigo"]
+    settings = services.settings
+    database_ok = services.db.ping()
+    depth = None
+    if database_ok:
+        try:
+            depth = services.inbox.depth()
+        except Exception:  # noqa: BLE001 - the database answered the ping; report what we can
+            depth = None
+    body = {
+        "status": "ok" if database_ok else "error",
+        "mode": "offline" if settings.offline else "online",
+        "version": app_package.__version__,
+        "uptime_seconds": round(time.time() - services.started_at, 1),
+        "database": {"reachable": database_ok, "backend": services.db.engine.dialect.name},
+        "inbox_depth": depth,
+        "providers": providers_configured(settings),
+    }
+    return jsonify(body), 200 if database_ok else 503

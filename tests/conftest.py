@@ -1,0 +1,112 @@
+"""Shared test set-up: databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
+an app factory wired to the provider emulators, and Twilio-signed requests.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import create_engine, text
+from twilio.request_validator import RequestValidator
+
+from app import create_app
+from app.config import Settings
+
+pytest_plugins = ["tests.fakes.fixtures"]
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
+
+TWILIO_NUMBER = "whatsapp:+14155238886"
+
+
+def _pg_url_with_schema(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}{urlencode({'options': f'-csearch_path={schema}'})}"
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a throw-away schema in TEST_DATABASE_URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(TEST_DATABASE_URL.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _pg_url_with_schema(TEST_DATABASE_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def make_settings(database_url, tmp_path, twilio_fake):
+    """Settings for a test app: our database, the Twilio emulator, offline unless told otherwise."""
+
+    def factory(**overrides) -> Settings:
+        values = dict(
+            database_url=database_url,
+            instance_dir=str(tmp_path / "instance"),
+            twilio_account_sid=twilio_fake.account_sid,
+            twilio_auth_token=twilio_fake.auth_token,
+            twilio_phone_number=TWILIO_NUMBER,
+            twilio_api_base_url=twilio_fake.base_url,
+            public_base_url="https://bot.example.com",
+            coalesce_window_seconds=0.0,
+            recovery_interval_seconds=0.2,
+            retry_backoff_seconds=(0.2, 0.2),
+            workers=4,
+            secret_key="test-secret-key-123456",
+            media_allow_private_hosts=True,
+        )
+        values.update(overrides)
+        return Settings.from_env(env={}, **values)
+
+    return factory
+
+
+@pytest.fixture
+def make_app(make_settings):
+    """Build apps for a test; their inbox executors are shut down and engines disposed after it."""
+    apps = []
+
+    def factory(**overrides):
+        app = create_app(make_settings(**overrides))
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        services = app.extensions["endrigo"]
+        services.inbox.shutdown(wait=True)
+        services.db.dispose()
+
+
+def sign(url: str, form: dict, token: str) -> str:
+    return RequestValidator(token).compute_signature(url, form)
+
+
+def post_signed(client, path: str, form: dict, token: str, base="https://bot.example.com", headers=None):
+    """POST ``form`` to ``path`` signed as Twilio signs it for ``base + path``."""
+    headers = dict(headers or {})
+    headers["X-Twilio-Signature"] = sign(base + path, form, token)
+    return client.post(path, data=form, headers=headers)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
