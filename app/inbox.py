@@ -187,6 +187,22 @@ class Inbox:
                         .values(lease_owner=None, lease_expires_at=None)
                     )
 
+    def retry_failed_turn(self, turn_id: int) -> bool:
+        """Operator's "retry": a failed turn runs again now, with a fresh retry schedule."""
+        with self.db.session() as session:
+            turn = session.get(Turn, turn_id)
+            if turn is None or turn.status != TURN_FAILED:
+                return False
+            turn.status, turn.next_attempt_at, turn.attempts = TURN_WAITING_RETRY, utcnow(), 0
+            turn.holding_sent = True  # the user already heard from us; no second holding message
+            session.execute(
+                update(Message).where(Message.turn_id == turn_id, Message.direction == "in")
+                .values(status=PROCESSING, error=None)
+            )
+            user_id = turn.user_id
+        self.notify(user_id)
+        return True
+
     def depth(self) -> int:
         """Inbound messages not yet answered (received or in a turn being processed)."""
         with self.db.session() as session:

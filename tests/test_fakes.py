@@ -1,0 +1,360 @@
+"""The provider emulators, proven with the real SDKs (twilio, openai, elevenlabs) over real HTTP.
+
+If these pass, a test that uses a fake exercises the same SDK code paths, auth, validation
+and error handling as production would against the provider.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import openai
+import pytest
+import requests
+from elevenlabs.client import ElevenLabs
+from elevenlabs.core.api_error import ApiError
+from openai import OpenAI
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from werkzeug.wrappers import Response
+
+from tests.fakes import audio_samples
+from tests.fakes.base import FakeServer
+from tests.fakes.elevenlabs_fake import DEFAULT_VOICE
+from tests.fakes.openai_fake import decoded_seconds
+
+
+CUSTOMER = "whatsapp:+5511999990001"
+
+
+class Receiver(FakeServer):
+    """A webhook endpoint that records what it gets (for status callbacks)."""
+
+    def handle(self, request):
+        return Response("<Response/>", content_type="text/xml")
+
+
+@pytest.fixture
+def twilio_client(twilio_fake):
+    client = Client(twilio_fake.account_sid, twilio_fake.auth_token)
+    client.api.base_url = twilio_fake.base_url  # every Api (2010-04-01) URL is built from this
+    return client
+
+
+@pytest.fixture
+def oai(openai_fake):
+    return OpenAI(api_key=openai_fake.api_key, base_url=openai_fake.v1_url, max_retries=0)
+
+
+@pytest.fixture
+def eleven(elevenlabs_fake):
+    return ElevenLabs(api_key=elevenlabs_fake.api_key, base_url=elevenlabs_fake.base_url)
+
+
+# -- Twilio ------------------------------------------------------------------------------------
+def test_twilio_sdk_sends_and_fetches_through_the_fake(twilio_fake, twilio_client):
+    message = twilio_client.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="Olá!",
+                                            status_callback="http://127.0.0.1:1/status")
+    assert message.sid.startswith("SM") and len(message.sid) == 34
+    assert (message.status, message.direction, message.num_media) == ("queued", "outbound-api", "0")
+    assert message.error_code is None and message.date_created is not None
+    assert twilio_fake.sent == [{"sid": message.sid, "to": CUSTOMER, "from_": twilio_fake.number, "body": "Olá!",
+                                 "media_url": None, "status_callback": "http://127.0.0.1:1/status",
+                                 "messaging_service_sid": None}]
+    recorded = twilio_fake.requests_to("/Messages.json")[0]
+    assert recorded.form["Body"] == "Olá!" and recorded.headers["authorization"].startswith("Basic ")
+    assert twilio_client.messages(message.sid).fetch().body == "Olá!"
+
+
+def test_twilio_refuses_wrong_or_missing_credentials(twilio_fake):
+    bad = Client(twilio_fake.account_sid, "wrong-token")
+    bad.api.base_url = twilio_fake.base_url
+    with pytest.raises(TwilioRestException) as err:
+        bad.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="x")
+    assert (err.value.status, err.value.code) == (401, 20003)
+    anonymous = requests.post(f"{twilio_fake.base_url}/2010-04-01/Accounts/{twilio_fake.account_sid}/Messages.json",
+                              data={"To": CUSTOMER, "From": twilio_fake.number, "Body": "x"}, timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {"code": 20003, "message": "Authenticate",
+                                "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}
+    assert twilio_fake.sent == []
+
+
+def test_twilio_body_limit_is_1600_characters(twilio_fake, twilio_client):
+    twilio_client.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="a" * 1600)
+    with pytest.raises(TwilioRestException) as err:
+        twilio_client.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="a" * 1601)
+    assert (err.value.status, err.value.code) == (400, 21617)
+
+
+@pytest.mark.parametrize("form, code", [
+    ({"From": "whatsapp:+14155238886", "Body": "x"}, 21604),
+    ({"To": CUSTOMER, "Body": "x"}, 21603),
+    ({"To": CUSTOMER, "From": "whatsapp:+14155238886"}, 21602),
+    ({"To": "+5511999990001", "From": "whatsapp:+14155238886", "Body": "x"}, 21910),
+    ({"To": CUSTOMER, "From": "whatsapp:+14155238886", "MediaUrl": ["http://127.0.0.1/a", "http://127.0.0.1/b"]},
+     21623),
+    ({"To": CUSTOMER, "From": "whatsapp:+19999999999", "Body": "x"}, 63007),
+])
+def test_twilio_validates_like_the_api(twilio_fake, form, code):
+    response = requests.post(f"{twilio_fake.base_url}/2010-04-01/Accounts/{twilio_fake.account_sid}/Messages.json",
+                             data=form, auth=(twilio_fake.account_sid, twilio_fake.auth_token), timeout=5)
+    assert (response.status_code, response.json()["code"]) == (400, code)
+
+
+def test_twilio_media_needs_auth_then_redirects_to_cdn(twilio_fake):
+    voice = audio_samples.speech_like_ogg(1.0)
+    url = twilio_fake.add_media(voice, "audio/ogg")
+    assert "/Messages/MM" in url and "/Media/ME" in url
+    assert requests.get(url, timeout=5).status_code == 401
+    auth = (twilio_fake.account_sid, twilio_fake.auth_token)
+    redirect = requests.get(url, auth=auth, allow_redirects=False, timeout=5)
+    assert redirect.status_code == 307
+    location = redirect.headers["Location"]
+    assert location.startswith(twilio_fake.base_url + "/cdn/")
+    cdn = requests.get(location, timeout=5)  # the CDN link needs no credentials
+    assert (cdn.content, cdn.headers["Content-Type"]) == (voice, "audio/ogg")
+    assert requests.get(url, auth=auth, timeout=5).content == voice
+    assert [r.path.startswith("/cdn/") for r in twilio_fake.requests] == [False, False, True, False, True]
+
+
+def test_twilio_status_callback_is_signed_like_twilio(twilio_fake, twilio_client):
+    with Receiver() as receiver:
+        callback = receiver.base_url + "/twilio/status?x=1"
+        sid = twilio_client.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="oi",
+                                            status_callback=callback).sid
+        assert twilio_fake.deliver(sid, "undelivered", 63016, "Outside the 24h window").status_code == 200
+        got = receiver.requests[0]
+    assert got.path == "/twilio/status" and got.query == {"x": "1"}
+    assert got.form["MessageSid"] == sid and got.form["MessageStatus"] == "undelivered"
+    assert got.form["ErrorCode"] == "63016" and got.form["AccountSid"] == twilio_fake.account_sid
+    assert RequestValidator(twilio_fake.auth_token).validate(callback, got.form, got.headers["X-Twilio-Signature"])
+    assert not RequestValidator("other").validate(callback, got.form, got.headers["X-Twilio-Signature"])
+    assert twilio_client.messages(sid).fetch().error_code == 63016
+
+
+def test_twilio_inbound_form_looks_like_a_voice_note(twilio_fake):
+    form = twilio_fake.inbound_form(body="", media=(b"OggS...", "audio/ogg"))
+    assert form["MessageSid"].startswith("MM") and len(form["MessageSid"]) == 34
+    assert (form["NumMedia"], form["MessageType"], form["MediaContentType0"]) == ("1", "audio", "audio/ogg")
+    assert form["WaId"] == "5511999990001" and form["To"] == "whatsapp:+14155238886"
+    assert form["MediaUrl0"].startswith(twilio_fake.base_url)
+    url = "https://bot.example/twilio/whatsapp"
+    assert RequestValidator(twilio_fake.auth_token).validate(url, form, twilio_fake.sign(url, form))
+
+
+def test_twilio_fault_injection(twilio_fake, twilio_client):
+    twilio_fake.fail_next(503, path_contains="/Messages.json")
+    with pytest.raises(TwilioRestException) as err:  # the Twilio SDK does not retry
+        twilio_client.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="x")
+    assert (err.value.status, err.value.code) == (503, 20503)
+    assert twilio_client.messages.create(to=CUSTOMER, from_=twilio_fake.number, body="x").status == "queued"
+
+
+# -- OpenAI ------------------------------------------------------------------------------------
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                               "required": ["city"], "additionalProperties": False}}
+
+
+def test_openai_refuses_a_wrong_key(openai_fake):
+    client = OpenAI(api_key="sk-wrong-key-0000", base_url=openai_fake.v1_url, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        client.responses.create(model="gpt-5.4-mini", input="oi")
+    assert err.value.code == "invalid_api_key"
+    assert requests.get(openai_fake.v1_url + "/models", timeout=5).status_code == 401
+
+
+def test_openai_default_reply_echoes_the_last_user_text(oai):
+    response = oai.responses.create(model="gpt-5.4-mini", instructions="Seja breve.",
+                                    input=[{"role": "user", "content": "Qual o horário?"}])
+    assert response.output_text == "[fake] Qual o horário?"
+    assert response.status == "completed" and response.id.startswith("resp_")
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+
+
+def test_openai_function_call_loop(openai_fake, oai):
+    openai_fake.queue_function_call("get_weather", {"city": "Recife"})
+    openai_fake.queue_text("Faz 30 °C em Recife.")
+    first = oai.responses.create(model="gpt-5.4-mini", input="Tempo em Recife?", tools=[WEATHER_TOOL])
+    call = first.output[0]
+    assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "get_weather", {"city": "Recife"})
+    final = oai.responses.create(model="gpt-5.4-mini", previous_response_id=first.id, tools=[WEATHER_TOOL],
+                                 input=[{"type": "function_call_output", "call_id": call.call_id, "output": "30"}])
+    assert final.output_text == "Faz 30 °C em Recife."
+    # Resending the items instead of previous_response_id works too.
+    items = [{"role": "user", "content": "Tempo em Recife?"}, call.model_dump(exclude_none=True),
+             {"type": "function_call_output", "call_id": call.call_id, "output": "30"}]
+    assert oai.responses.create(model="gpt-5.4-mini", input=items).output_text == "[fake] Tempo em Recife?"
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"input": [{"type": "function_call_output", "call_id": "call_made_up", "output": "x"}]}, "No tool call found"),
+    ({"input": "oi", "tools": [{**WEATHER_TOOL, "parameters": {"type": "object",
+                                                              "properties": {"city": {"type": "string"}}}}]},
+     "additionalProperties"),
+    ({"input": "oi", "extra_body": {"prompt": {"id": "pmpt_1"}}}, "prompt"),
+    ({"input": "oi", "extra_body": {"assistant_id": "asst_1"}}, "assistant_id"),
+    ({"input": [{"role": "assistant", "content": [{"type": "input_text", "text": "x"}]}]}, "output_text"),
+])
+def test_openai_refuses_what_the_api_refuses(oai, kwargs, fragment):
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.responses.create(model="gpt-5.4-mini", **kwargs)
+    assert fragment in err.value.message
+
+
+def test_openai_requires_an_output_for_every_call(openai_fake, oai):
+    openai_fake.queue_output([{"type": "function_call", "name": "get_weather", "arguments": {"city": "A"}},
+                              {"type": "function_call", "name": "get_weather", "arguments": {"city": "B"}}])
+    first = oai.responses.create(model="gpt-5.4-mini", input="A e B?", tools=[WEATHER_TOOL])
+    with pytest.raises(openai.BadRequestError, match="No tool output found"):
+        oai.responses.create(model="gpt-5.4-mini", previous_response_id=first.id, tools=[WEATHER_TOOL],
+                             input=[{"type": "function_call_output", "call_id": first.output[0].call_id,
+                                     "output": "20"}])
+
+
+def test_openai_refusal_and_incomplete(openai_fake, oai):
+    openai_fake.queue_refusal("Não posso ajudar.")
+    openai_fake.queue_incomplete()
+    refusal = oai.responses.create(model="gpt-5.4-mini", input="x")
+    assert refusal.output_text == "" and refusal.output[0].content[0].refusal == "Não posso ajudar."
+    incomplete = oai.responses.create(model="gpt-5.4-mini", input="x")
+    assert incomplete.status == "incomplete" and incomplete.incomplete_details.reason == "max_output_tokens"
+
+
+def test_openai_sdk_retry_sees_success_after_a_500(openai_fake):
+    client = OpenAI(api_key=openai_fake.api_key, base_url=openai_fake.v1_url, max_retries=2)
+    openai_fake.fail_next(500)
+    assert client.responses.create(model="gpt-5.4-mini", input="oi").output_text == "[fake] oi"
+    assert len(openai_fake.requests_to("/v1/responses")) == 2
+
+
+def test_openai_429_three_times_exhausts_retries_quickly(openai_fake):
+    client = OpenAI(api_key=openai_fake.api_key, base_url=openai_fake.v1_url, max_retries=2)
+    openai_fake.fail_next(429, times=3)
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as err:
+        client.responses.create(model="gpt-5.4-mini", input="oi")
+    assert time.monotonic() - started < 1.0
+    assert err.value.response.headers["retry-after"] == "0"
+    assert len(openai_fake.requests) == 3
+
+
+def test_openai_timeout_and_malformed_json(openai_fake, oai):
+    openai_fake.fail_next(200, delay=0.5)
+    with pytest.raises(openai.APITimeoutError):
+        oai.with_options(timeout=0.1).responses.create(model="gpt-5.4-mini", input="oi")
+    openai_fake.fail_next(502, raw_body=b"<html>bad gateway")
+    with pytest.raises(openai.InternalServerError):
+        oai.responses.create(model="gpt-5.4-mini", input="oi")
+
+
+def test_openai_embeddings_base64_default_matches_float(openai_fake, oai):
+    texts = ["Horário de funcionamento da loja", "horário da loja", "receita de bolo"]
+    default = oai.embeddings.create(model="text-embedding-3-small", input=texts)
+    assert openai_fake.requests[-1].json["encoding_format"] == "base64"  # the SDK's default
+    as_float = oai.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="float")
+    vectors = np.array([d.embedding for d in default.data], dtype=np.float32)
+    assert vectors.shape == (3, 1536)
+    assert np.array_equal(vectors, np.array([d.embedding for d in as_float.data], dtype=np.float32))
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > 0.5 > vectors[0] @ vectors[2]
+    assert openai_fake.embedded_inputs == texts * 2
+    small = oai.embeddings.create(model="text-embedding-3-large", input="oi", dimensions=256)
+    assert len(small.data[0].embedding) == 256
+
+
+def test_openai_embeddings_limits(oai):
+    with pytest.raises(openai.BadRequestError):
+        oai.embeddings.create(model="text-embedding-3-small", input=["x"] * 2049)
+    with pytest.raises(openai.NotFoundError):
+        oai.embeddings.create(model="text-embedding-9", input="x")
+
+
+def test_openai_transcription(openai_fake, oai):
+    voice = audio_samples.speech_like_ogg(1.5)
+    result = oai.audio.transcriptions.create(model="gpt-transcribe", file=("nota.wav", audio_samples.wav_pcm16(1.0),
+                                                                             "audio/wav"), language="pt")
+    assert result.text == "Olá, tudo bem?"
+    openai_fake.transcription_for(lambda data: f"{len(data)} bytes")
+    text = oai.audio.transcriptions.create(model="gpt-transcribe", file=("nota.ogg", voice, "audio/ogg"),
+                                           prompt="Ana, pix", response_format="text")
+    assert text.strip() == f"{len(voice)} bytes"
+    recorded = openai_fake.requests[-1]
+    assert recorded.form == {"model": "gpt-transcribe", "prompt": "Ana, pix", "response_format": "text"}
+    assert recorded.files["file"] == ("nota.ogg", "audio/ogg", voice)
+
+
+@pytest.mark.parametrize("filename, data, status", [
+    ("nota.opus", b"OggS", 400),  # extension not accepted
+    ("nota.ogg", audio_samples.big_blob(1000), 400),  # not decodable audio
+    ("nota.ogg", audio_samples.big_blob(25 * 1024 * 1024 + 1), 413),
+])
+def test_openai_transcription_refusals(oai, filename, data, status):
+    with pytest.raises(openai.APIStatusError) as err:
+        oai.audio.transcriptions.create(model="gpt-transcribe", file=(filename, data, "audio/ogg"))
+    assert err.value.status_code == status
+
+
+# -- ElevenLabs -----------------------------------------------------------------------------------
+def test_elevenlabs_convert_returns_real_ogg_opus(elevenlabs_fake, eleven):
+    chunks = eleven.text_to_speech.convert(voice_id=DEFAULT_VOICE, text="Olá! Seu pedido saiu para entrega.",
+                                           model_id="eleven_multilingual_v2", output_format="opus_48000_32")
+    audio = b"".join(chunks)
+    assert audio.startswith(b"OggS") and 1.5 < decoded_seconds(audio) < 2.6
+    assert elevenlabs_fake.syntheses[0]["output_format"] == "opus_48000_32"
+    assert elevenlabs_fake.requests[0].headers["xi-api-key"] == elevenlabs_fake.api_key
+
+
+def test_elevenlabs_stream_mp3_and_pcm_lengths(eleven):
+    mp3 = b"".join(eleven.text_to_speech.stream(voice_id=DEFAULT_VOICE, text="Oi"))  # default mp3_44100_128
+    assert mp3[:3] == b"ID3" or mp3[0] == 0xFF
+    pcm = b"".join(eleven.text_to_speech.convert(voice_id=DEFAULT_VOICE, text="x" * 50, output_format="pcm_16000"))
+    assert len(pcm) == 3 * 16000 * 2  # 50 chars * 60 ms = 3 s of s16le
+
+
+@pytest.mark.parametrize("kwargs, status, code", [
+    ({"voice_id": "nope"}, 404, "voice_not_found"),
+    ({"text": "a" * 10_001}, 400, "max_character_limit_exceeded"),
+    ({"output_format": "flac_9"}, 422, None),
+])
+def test_elevenlabs_refusals(eleven, kwargs, status, code):
+    args = {"voice_id": DEFAULT_VOICE, "text": "oi", "model_id": "eleven_multilingual_v2", **kwargs}
+    with pytest.raises(ApiError) as err:
+        b"".join(eleven.text_to_speech.convert(**args))
+    assert err.value.status_code == status
+    if code:
+        assert err.value.body["detail"]["code"] == code
+
+
+def test_elevenlabs_auth_quota_and_rate_limit(elevenlabs_fake):
+    wrong = ElevenLabs(api_key="bad", base_url=elevenlabs_fake.base_url)
+    with pytest.raises(ApiError) as err:
+        b"".join(wrong.text_to_speech.convert(voice_id=DEFAULT_VOICE, text="oi"))
+    assert err.value.status_code == 401 and err.value.body["detail"]["code"] == "invalid_api_key"
+    client = ElevenLabs(api_key=elevenlabs_fake.api_key, base_url=elevenlabs_fake.base_url)
+    elevenlabs_fake.quota_exceeded()
+    with pytest.raises(ApiError) as err:
+        b"".join(client.text_to_speech.convert(voice_id=DEFAULT_VOICE, text="oi"))
+    assert err.value.status_code == 401 and err.value.body["detail"]["code"] == "quota_exceeded"
+    elevenlabs_fake.fail_next(429)
+    with pytest.raises(ApiError) as err:
+        b"".join(client.text_to_speech.convert(voice_id=DEFAULT_VOICE, text="oi"))
+    assert err.value.body["detail"]["code"] == "too_many_concurrent_requests"
+    assert b"".join(client.text_to_speech.convert(voice_id=DEFAULT_VOICE, text="oi"))
+    missing_text = requests.post(f"{elevenlabs_fake.base_url}/v1/text-to-speech/{DEFAULT_VOICE}", json={},
+                                 headers={"xi-api-key": elevenlabs_fake.api_key}, timeout=5)
+    assert missing_text.status_code == 422 and missing_text.json()["detail"][0]["loc"] == ["body", "text"]
+
+
+# -- audio samples ---------------------------------------------------------------------------------
+def test_audio_samples_are_real_audio():
+    voice = audio_samples.speech_like_ogg(3.0)
+    assert voice.startswith(b"OggS") and b"OpusHead" in voice[:200]
+    assert 2.9 < decoded_seconds(voice) < 3.1
+    assert audio_samples.silent_ogg(1.0).startswith(b"OggS")
+    assert audio_samples.wav_pcm16(1.0, 8000)[:4] == b"RIFF"
+    assert len(audio_samples.truncated(voice, 0.5)) == len(voice) // 2
+    assert audio_samples.speech_like_ogg(3.0) is voice  # cached
