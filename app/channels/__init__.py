@@ -5,10 +5,12 @@ replies for the dashboard's chat simulator. Inbound parsing lives in app/web/web
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app.clients.twilio_client import SentMessage
-from app.pipeline.context import OutboundPart, UserSnapshot
+
+if TYPE_CHECKING:  # pragma: no cover - types only; importing the pipeline here would be circular
+    from app.pipeline.context import OutboundPart, UserSnapshot
 
 
 class Channel(Protocol):

@@ -6,9 +6,12 @@ is split at paragraph, then sentence, then word boundaries, so every part reads 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from app.clients.twilio_client import SentMessage
-from app.pipeline.context import OutboundPart, UserSnapshot
+
+if TYPE_CHECKING:  # pragma: no cover - types only; importing the pipeline here would be circular
+    from app.pipeline.context import OutboundPart, UserSnapshot
 
 MAX_BODY_CHARS = 1600
 
