@@ -136,7 +136,8 @@ class Settings:
     max_request_bytes: int = 256 * 1024
     assistant_id: str | None = None
     log_level: str = "INFO"
-    # Disable the background executor (tests that drive the inbox by hand).
+    # INBOX_ENABLED=false: accept and store webhooks without processing them (benchmarks of
+    # ingestion, maintenance windows); tests use it to drive the inbox by hand.
     start_workers: bool = True
 
     extra: dict = field(default_factory=dict, compare=False)
@@ -200,6 +201,7 @@ class Settings:
             secret_key=_str(env, "SECRET_KEY"),
             assistant_id=_str(env, "ASSISTANT_ID"),
             log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+            start_workers=_bool(env.get("INBOX_ENABLED"), True),
         )
         values.update(overrides)
         return _normalised(cls(**values))

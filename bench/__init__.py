@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures for docs/PERFORMANCE.md (run with `make bench`)."""
