@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from app.media_download import MediaRefused, MediaTooLarge, download_media
 from app.pipeline import notices
-from app.pipeline.context import TurnContext
+from app.pipeline.context import InboundItem, TurnContext
+from app.simulator import UPLOAD_SCHEME, SimulatorInputError, upload_path
 
 
 def run(ctx: TurnContext) -> None:
@@ -18,6 +19,9 @@ def run(ctx: TurnContext) -> None:
             continue
         if item.kind != "audio":
             item.notice = notices.NOT_AUDIO
+            continue
+        if item.media_url.startswith(UPLOAD_SCHEME):
+            _take_simulator_upload(ctx, item)
             continue
         try:
             media = download_media(item.media_url, ctx.settings, ctx.tmpdir)
@@ -38,3 +42,18 @@ def run(ctx: TurnContext) -> None:
             continue
         item.media_path = media.path
         item.media_type = media.content_type or item.media_type
+
+
+def _take_simulator_upload(ctx: TurnContext, item: InboundItem) -> None:
+    """A voice note the operator uploaded in the simulator: a local file, no download."""
+    if ctx.user.channel != "simulator":
+        item.notice = notices.MEDIA_UNAVAILABLE  # only simulated users may point at local files
+        return
+    try:
+        source = upload_path(ctx.settings, item.media_url)
+        data = source.read_bytes()
+    except (SimulatorInputError, OSError):
+        item.notice = notices.MEDIA_UNAVAILABLE
+        return
+    item.media_path = ctx.tmpdir / ("upload" + source.suffix)
+    item.media_path.write_bytes(data)
