@@ -63,6 +63,8 @@ from app.pipeline.send import APOLOGY_INDEX, HOLDING_INDEX, deliver
 
 log = logging.getLogger(__name__)
 
+MAINTENANCE_INTERVAL_SECONDS = 3600.0
+
 
 def _process_alive(owner: str) -> bool:
     try:
@@ -107,12 +109,35 @@ class Inbox:
             self._executor = None
 
     def _recovery_loop(self) -> None:
+        last_maintenance = 0.0
         while not self._stop.is_set():
             try:
                 self.recover()
+                if time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_SECONDS:
+                    last_maintenance = time.monotonic()
+                    self.maintenance()
             except Exception:  # noqa: BLE001 - keep sweeping; the error is logged
                 log.exception("inbox recovery sweep failed")
             self._stop.wait(self.settings.recovery_interval_seconds)
+
+    def maintenance(self) -> None:
+        """Hourly housekeeping: close expired handoffs, delete old voice files and simulator uploads."""
+        now = utcnow()
+        with self.db.session() as session:
+            session.execute(
+                update(Handoff).where(Handoff.status == "open", Handoff.expires_at < now)
+                .values(status="closed", closed_at=now, closed_by="expired")
+            )
+        retention = self.settings.media_retention_days
+        removed = self.services.storage.cleanup(retention)
+        uploads = Path(self.settings.instance_dir) / "uploads"
+        cutoff = time.time() - retention * 86400
+        for path in uploads.glob("*") if uploads.is_dir() else []:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("maintenance removed %d old media files", removed)
 
     # ---- scheduling -------------------------------------------------------------------
     def notify(self, user_id: int) -> None:
