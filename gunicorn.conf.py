@@ -5,6 +5,11 @@ survive the fork into the workers.
 """
 import os
 
+# One BLAS thread per process: retrieval's matrix product is small, and on 2 cores shared by
+# several workers multi-threaded BLAS made it 5-20x slower under load (bench_retrieval).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 bind = os.environ.get("BIND", f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 
-from dotenv import load_dotenv
+# Before numpy is imported: see gunicorn.conf.py.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from dotenv import load_dotenv  # noqa: E402
 
 load_dotenv()
 

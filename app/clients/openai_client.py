@@ -49,14 +49,23 @@ class OpenAIGateway:
             raise OpenAIUnavailable("OPENAI_API_KEY is not set")
         return self._client
 
-    def embed(self, texts: Iterable[str], model: str | None = None) -> np.ndarray:
-        """Embeddings of ``texts`` as a float32 matrix, one row per text, in order."""
+    def embed(self, texts: Iterable[str], model: str | None = None, *, timeout: float | None = None,
+              max_retries: int | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` as a float32 matrix, one row per text, in order.
+
+        ``timeout``/``max_retries`` override the client's for this call: a query embedding
+        inside a turn must fail fast (retrieval then falls back to BM25) rather than wait.
+        """
         texts = list(texts)
         model = model or self.settings.openai_embedding_model
+        client = self.client
+        if timeout is not None or max_retries is not None:
+            options = {k: v for k, v in (("timeout", timeout), ("max_retries", max_retries)) if v is not None}
+            client = client.with_options(**options)
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), MAX_EMBEDDING_BATCH):
             batch = texts[start:start + MAX_EMBEDDING_BATCH]
-            result = self.client.embeddings.create(model=model, input=batch)
+            result = client.embeddings.create(model=model, input=batch)
             ordered = sorted(result.data, key=lambda item: item.index)
             rows.extend(np.asarray(item.embedding, dtype=np.float32) for item in ordered)
         if not rows:

@@ -38,5 +38,14 @@ def health():
         "database": {"reachable": database_ok, "backend": services.db.engine.dialect.name},
         "inbox_depth": depth,
         "providers": providers_configured(settings),
+        "knowledge": _knowledge_status(services),
     }
     return jsonify(body), 200 if database_ok else 503
+
+
+def _knowledge_status(services) -> dict:
+    try:
+        status = services.knowledge.status()
+    except Exception as exc:  # noqa: BLE001 - health must answer even if the index is broken
+        return {"error": type(exc).__name__}
+    return {key: status.get(key) for key in ("mode", "chunks", "model", "loaded_at")}

@@ -82,6 +82,7 @@ class FakeServer:
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self.latency = 0.0
+        self.path_latency: dict[str, float] = {}
         self.base_url = ""
 
     # -- lifecycle -------------------------------------------------------------
@@ -116,6 +117,7 @@ class FakeServer:
             self.requests.clear()
             self._faults.clear()
             self.latency = 0.0
+            self.path_latency = {}
 
     def requests_to(self, path_substring: str) -> list[RecordedRequest]:
         with self._lock:
@@ -128,9 +130,13 @@ class FakeServer:
         with self._lock:
             self._faults.append(_Fault(status, body, headers, times, path_contains, delay, raw_body))
 
-    def set_latency(self, seconds: float) -> None:
-        """Delay every successful answer, to benchmark against realistic provider times."""
-        self.latency = seconds
+    def set_latency(self, seconds: float, path_contains: str | None = None) -> None:
+        """Delay successful answers (all, or those whose path contains ``path_contains``),
+        to benchmark against realistic provider times."""
+        if path_contains is None:
+            self.latency = seconds
+        else:
+            self.path_latency[path_contains] = seconds
 
     def error_body(self, status: int, message: str | None = None) -> tuple[Any, dict]:
         """Provider-shaped (body, extra headers) for an error status. Subclasses override."""
@@ -187,8 +193,10 @@ class FakeServer:
 
     def _dispatch(self, request: Request) -> Response:
         response = self.handle(request)
-        if self.latency and response.status_code < 400:
-            time.sleep(self.latency)
+        if response.status_code < 400:
+            delay = next((s for p, s in self.path_latency.items() if p in request.path), self.latency)
+            if delay:
+                time.sleep(delay)
         return response
 
     def _fault_response(self, fault: _Fault) -> Response:
