@@ -36,8 +36,10 @@ def run(ctx: TurnContext) -> None:
             ctx.log.warning("media download failed: %s", type(exc).__name__)
             item.notice = notices.MEDIA_UNAVAILABLE
             continue
-        if media.sniffed_type is None:
-            ctx.log.warning("media claims %s but its bytes are not audio", media.content_type)
+        if not media.is_audio:
+            ctx.log.warning("media claims %s but its bytes are not audio (%s)", media.content_type,
+                            media.sniffed_type or "unknown")
+            media.path.unlink(missing_ok=True)
             item.notice = notices.AUDIO_UNREADABLE
             continue
         item.media_path = media.path

@@ -10,7 +10,8 @@ from app.pipeline import notices
 from app.pipeline.context import PermanentTurnError, RetryableTurnError, TurnContext
 
 # OpenAI accepts these containers as they are; anything else is sent as our WAV.
-_UPLOADABLE = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "mp4": "audio/mp4", "webm": "audio/webm"}
+_UPLOADABLE = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "m4a": "audio/mp4",
+               "webm": "audio/webm", "flac": "audio/flac"}
 
 
 def run(ctx: TurnContext) -> None:
