@@ -5,6 +5,7 @@ database (migrated at start-up), services, the inbox's executor and the blueprin
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -59,6 +60,9 @@ def create_app(config=None) -> Flask:
 
     if settings.start_workers:
         services.inbox.start()
+    # Everything built so far lives as long as the process: keep it out of the collector's
+    # full passes (they showed up as ~90 ms tails on /stats; bench_stats).
+    gc.freeze()
     log.info("app ready (%s mode, database %s)", "offline" if settings.offline else "online",
              db.engine.dialect.name)
     return app

@@ -126,10 +126,14 @@ class LocalStorage:
     def make_token(self, key: str) -> str:
         return self._serializer.dumps(key)
 
-    def verify_token(self, token: str) -> str:
-        """The storage key a URL token names; MediaTokenExpired / MediaTokenInvalid otherwise."""
+    def verify_token(self, token: str, *, ignore_age: bool = False) -> str:
+        """The storage key a URL token names; MediaTokenExpired / MediaTokenInvalid otherwise.
+
+        ``ignore_age``: still check the signature, but accept an expired token (the operator's
+        dashboard re-issues fresh URLs for old replies).
+        """
         try:
-            key = self._serializer.loads(token, max_age=self.ttl_seconds)
+            key = self._serializer.loads(token, max_age=None if ignore_age else self.ttl_seconds)
         except SignatureExpired as exc:
             raise MediaTokenExpired("media URL expired") from exc
         except BadSignature as exc:
@@ -139,10 +143,12 @@ class LocalStorage:
         return key
 
     def url_for(self, key: str, base_url: str | None = None) -> str:
-        base = (base_url or self.settings.public_base_url or "").rstrip("/")
-        if not base:
+        """The signed URL of ``key`` on ``base_url`` (default PUBLIC_BASE_URL); ``""`` gives a
+        relative ``/media/…`` URL, for pages served by this app itself (the simulator)."""
+        base = self.settings.public_base_url if base_url is None else base_url
+        if base is None:
             raise StorageError("no public base URL: set PUBLIC_BASE_URL or pass base_url")
-        return f"{base}/media/{self.make_token(key)}"
+        return f"{base.rstrip('/')}/media/{self.make_token(key)}"
 
     # -- files ---------------------------------------------------------------------------
     def path_for(self, key: str) -> Path | None:

@@ -14,7 +14,8 @@ def run(ctx: TurnContext) -> None:
             ctx.audio_bytes,
             ctx.audio_content_type,
             _SUFFIX.get(ctx.audio_content_type, ".ogg"),
-            base_url=ctx.services.public_base_url(),
+            # The simulator's page is served by this app: a relative URL plays without PUBLIC_BASE_URL.
+            base_url="" if ctx.user.channel == "simulator" else ctx.services.public_base_url(),
         )
     except Exception as exc:  # noqa: BLE001 - storage trouble: answer by text instead
         ctx.services.provider_health.error("storage", f"upload failed: {type(exc).__name__}")

@@ -1,0 +1,118 @@
+"""The chat simulator page: an operator talks to the bot through the real pipeline.
+
+The operator's browser session holds a random key (``session["sim_key"]``); that key names
+the simulated user (phone ``sim:<key>``, channel ``simulator``), so each operator (and each
+"Nova conversa") gets a conversation of their own. Messages go in through
+``simulate_message`` -- the same table, inbox and pipeline as WhatsApp -- and replies are
+the outbound rows the simulator channel records, which static/js/simulator.js polls from
+``/simulator/messages.json``. With no API keys at all the offline responder answers, so a
+newcomer can try the bot at once.
+"""
+from __future__ import annotations
+
+import secrets
+
+from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+
+from app.models import PROCESSING, RECEIVED, Message, User
+from app.simulator import SimulatorInputError, simulate_message, simulator_phone
+from app.web.auth import json_endpoint
+from app.web.dashboard import bp
+from app.web.dashboard_views import playable_audio_url
+
+SESSION_KEY = "sim_key"
+POLL_LIMIT = 100
+
+
+def _services():
+    return current_app.extensions["endrigo"]
+
+
+def _session_key(create: bool = True) -> str | None:
+    key = session.get(SESSION_KEY)
+    if not key and create:
+        key = session[SESSION_KEY] = secrets.token_hex(8)  # 16 chars: what simulator_phone keeps
+    return key
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
+@bp.get("/simulator")
+def simulator():
+    key = _session_key()
+    return render_template("simulator.html", phone=simulator_phone(key),
+                           max_mb=_services().settings.max_media_bytes // (1024 * 1024))
+
+
+@bp.post("/simulator/messages")
+@json_endpoint
+def simulator_send():
+    audio_file = request.files.get("audio")
+    audio = audio_file.read() if audio_file and audio_file.filename else None
+    try:
+        user_id = simulate_message(_services(), _session_key(), text=request.form.get("text"), audio=audio)
+    except SimulatorInputError as exc:
+        if _wants_json():
+            return jsonify(ok=False, error=str(exc)), 400
+        flash(str(exc), "danger")
+        return redirect(url_for("dashboard.simulator"))
+    if _wants_json():
+        return jsonify(ok=True, user_id=user_id), 202
+    return redirect(url_for("dashboard.simulator"))
+
+
+def _message_json(message: Message) -> dict:
+    return {
+        "id": message.id,
+        "direction": message.direction,
+        "kind": message.kind,
+        "body": message.body,
+        "transcription": message.transcription,
+        "audio_url": playable_audio_url(message),
+        "status": message.status,
+        "error": message.error if message.direction == "out" else None,
+        "created_at": message.created_at.isoformat(timespec="seconds") + "Z",
+    }
+
+
+@bp.get("/simulator/messages.json")
+@json_endpoint
+def simulator_messages():
+    """The conversation's latest messages (or those after ``?after=<id>``), oldest first.
+
+    The page re-reads the latest messages on every poll rather than only new ones, because
+    rows change after they appear: an inbound voice note gets its transcription and status
+    while the pipeline runs.
+    """
+    after = request.args.get("after", type=int)
+    key = _session_key(create=False)
+    empty = jsonify(messages=[], waiting=False)
+    if not key:
+        return empty
+    with _services().db.session() as session_:
+        user_id = session_.scalar(select(User.id).where(User.phone == simulator_phone(key)))
+        if user_id is None:
+            return empty
+        query = select(Message).where(Message.user_id == user_id)
+        if after is not None:
+            rows = session_.scalars(query.where(Message.id > after).order_by(Message.id).limit(POLL_LIMIT)).all()
+        else:
+            rows = list(reversed(session_.scalars(query.order_by(Message.id.desc()).limit(POLL_LIMIT)).all()))
+        waiting = session_.scalar(
+            select(Message.id).where(Message.user_id == user_id, Message.direction == "in",
+                                     Message.status.in_((RECEIVED, PROCESSING))).limit(1)
+        ) is not None
+        messages = [_message_json(m) for m in rows]
+    return jsonify(messages=messages, waiting=waiting)
+
+
+@bp.post("/simulator/reset")
+def simulator_reset():
+    session[SESSION_KEY] = secrets.token_hex(8)
+    if _wants_json():
+        return jsonify(ok=True)
+    flash("Nova conversa iniciada.", "info")
+    return redirect(url_for("dashboard.simulator"))

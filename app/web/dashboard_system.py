@@ -1,0 +1,244 @@
+"""The public status page (``/``) and the system JSON endpoints of the dashboard.
+
+- ``GET /``: a card per part (database, Twilio, OpenAI, ElevenLabs, storage, realtime) in one
+  of four states -- configured (set up, not used yet), healthy (last call succeeded),
+  degraded (last call failed), offline (not configured / unreachable) -- with the last error
+  and its time, the webhook URLs to paste into Twilio and the offline-mode banner. Public,
+  so it shows no personal data: provider errors are redacted when recorded and again here.
+- ``GET /upgrade-webhook`` (public): which webhook URLs to configure in Twilio.
+- ``GET /system/advanced-status`` (login): states, versions, queue depth and a configuration
+  summary with booleans and model names only -- never a key, token or password.
+- ``GET /system/realtime-status`` and ``POST /test/realtime-audio`` (login): placeholders
+  the realtime voice issue fills in; today they say it is not available.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+
+from flask import current_app, jsonify, render_template, request
+
+import app as app_package
+from app.redaction import mask_phone, redact
+from app.web.auth import json_endpoint, public
+from app.web.dashboard import bp
+
+STATES = ("configured", "healthy", "degraded", "offline")
+STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}
+LIBRARIES = ("flask", "werkzeug", "sqlalchemy", "alembic", "flask-wtf", "twilio", "openai", "elevenlabs",
+             "google-cloud-storage", "numpy", "bm25s", "gunicorn", "psycopg2-binary", "websockets")
+REALTIME_REASON = ("A conversa por voz em tempo real ainda não foi implementada nesta versão; "
+                   "as mensagens de voz do WhatsApp funcionam normalmente.")
+
+WEBHOOKS = (
+    {"path": "/webhook/whatsapp", "method": "POST", "status": "recommended",
+     "twilio_field": "A MESSAGE COMES IN",
+     "description": "Mensagens recebidas no WhatsApp (texto, áudio, mídia)."},
+    {"path": "/webhook/whatsapp/status", "method": "POST", "status": "recommended",
+     "twilio_field": "STATUS CALLBACK URL",
+     "description": "Status de entrega das nossas respostas (enviada, entregue, lida, falhou)."},
+    {"path": "/webhook/whatsapp/v2", "method": "POST", "status": "deprecated",
+     "twilio_field": None,
+     "description": "Endereço de uma versão antiga. Troque por /webhook/whatsapp."},
+)
+
+
+def _services():
+    return current_app.extensions["endrigo"]
+
+
+def base_url() -> str:
+    """The public origin: PUBLIC_BASE_URL, else what Twilio called, else this request's origin."""
+    return (_services().public_base_url() or request.host_url).rstrip("/")
+
+
+def webhooks() -> list[dict]:
+    base = base_url()
+    served = {rule.rule for rule in current_app.url_map.iter_rules()}
+    return [dict(hook, url=base + hook["path"], served=hook["path"] in served) for hook in WEBHOOKS]
+
+
+def _provider_state(snapshot: dict, name: str, configured: bool) -> tuple[str, dict]:
+    entry = snapshot.get(name) or {}
+    if not configured:
+        return "offline", entry
+    return entry.get("state") or "configured", entry
+
+
+def components() -> list[dict]:
+    """One dict per part, for the status cards and /system/advanced-status."""
+    services = _services()
+    settings = services.settings
+    try:
+        snapshot = services.provider_health.snapshot()
+        database_ok = True
+    except Exception:  # noqa: BLE001 - the database is down: every card must still render
+        current_app.logger.warning("status: provider snapshot failed", exc_info=True)
+        snapshot, database_ok = {}, False
+    database_ok = database_ok and services.db.ping()
+    backend = services.db.engine.dialect.name
+    cards = [{
+        "key": "database", "title": "Banco de dados", "icon": "database",
+        "state": "healthy" if database_ok else "offline", "configured": True,
+        "detail": {"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(backend, backend)
+        + ("" if database_ok else " — sem resposta"),
+    }]
+
+    def provider(key, title, icon_name, configured, detail_on, detail_off):
+        state, entry = _provider_state(snapshot, key, configured)
+        cards.append({
+            "key": key, "title": title, "icon": icon_name, "state": state, "configured": configured,
+            "detail": detail_on if configured else detail_off,
+            "last_ok_at": entry.get("last_ok_at"), "last_error_at": entry.get("last_error_at"),
+            # Recorded redacted already; redacting again costs nothing and guards old rows.
+            "last_error": redact(entry["last_error"])[:300] if entry.get("last_error") else None,
+        })
+
+    provider("twilio", "Twilio (WhatsApp)", "message-circle", settings.twilio_configured,
+             "Envio e recebimento pelo WhatsApp.",
+             "Não configurado: as respostas ficam só registradas aqui.")
+    provider("openai", "OpenAI", "cpu", not settings.offline,
+             f"Modelo {settings.openai_model}; transcrição {settings.openai_transcribe_model}.",
+             "Modo offline: respostas vindas só da base de conhecimento.")
+    provider("elevenlabs", "ElevenLabs (voz)", "mic", settings.elevenlabs_configured,
+             "Respostas em áudio com a voz do Endrigo.",
+             "Sem chave: as respostas saem em texto.")
+    provider("storage", "Armazenamento de áudio", "hard-drive", True,
+             "Google Cloud Storage." if settings.media_backend == "gcs" else "Arquivos locais (instance/media).",
+             "")
+    cards.append({
+        "key": "realtime", "title": "Voz em tempo real", "icon": "radio", "state": "offline",
+        "configured": False, "detail": "Ainda não disponível nesta versão.",
+    })
+    for card in cards:
+        card["label"] = STATE_LABELS[card["state"]]
+    return cards
+
+
+FEATURES = (
+    ("message-square", "Atendimento no WhatsApp",
+     "Responde em português, na persona do Endrigo, com base nos documentos da empresa."),
+    ("mic", "Mensagens de voz",
+     "Transcreve os áudios recebidos e pode responder em áudio com a voz clonada do Endrigo."),
+    ("book-open", "Base de conhecimento", "Busca híbrida (semântica + palavras-chave) nos documentos."),
+    ("user-plus", "Captura de leads", "Registra nome, interesse e contato de quem quer uma proposta."),
+    ("users", "Atendimento humano", "Passa a conversa para a equipe; o robô fica em silêncio até ser liberado."),
+    ("terminal", "Simulador", "Converse com o robô aqui no painel, sem WhatsApp e sem chaves de API."),
+)
+
+
+@bp.get("/")
+@public
+def status():
+    services = _services()
+    return render_template(
+        "status.html", components=components(), webhooks=webhooks(), features=FEATURES,
+        version=app_package.__version__, uptime_seconds=int(time.time() - services.started_at),
+        public_base_url_set=bool(services.settings.public_base_url),
+    )
+
+
+@bp.get("/upgrade-webhook")
+@public
+@json_endpoint
+def upgrade_webhook():
+    hooks = webhooks()
+    return jsonify(
+        recommended=next(h for h in hooks if h["path"] == "/webhook/whatsapp"),
+        status_callback=next(h for h in hooks if h["path"] == "/webhook/whatsapp/status"),
+        webhooks=hooks,
+        base_url_source="PUBLIC_BASE_URL" if _services().settings.public_base_url else "request",
+        instructions=("No Console da Twilio (Messaging > WhatsApp senders ou Sandbox), cole a URL "
+                      "recomendada em 'A message comes in' (HTTP POST) e a de status em 'Status callback URL'."),
+    )
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def config_summary(settings) -> dict:
+    """What is configured, as booleans and non-secret names. Never a key, token or password."""
+    return {
+        "mode": "offline" if settings.offline else "online",
+        "public_base_url": settings.public_base_url,
+        "twilio": {
+            "configured": settings.twilio_configured,
+            "account_sid_set": bool(settings.twilio_account_sid),
+            "auth_token_set": bool(settings.twilio_auth_token),
+            "phone_number": mask_phone(settings.twilio_phone_number) if settings.twilio_phone_number else None,
+            "validate_signature": settings.twilio_validate_signature,
+            "custom_api_base_url": bool(settings.twilio_api_base_url),
+        },
+        "openai": {
+            "configured": bool(settings.openai_api_key),
+            "custom_base_url": bool(settings.openai_base_url),
+            "model": settings.openai_model,
+            "transcribe_model": settings.openai_transcribe_model,
+            "embedding_model": settings.openai_embedding_model,
+            "realtime_model": settings.openai_realtime_model,
+        },
+        "elevenlabs": {
+            "configured": settings.elevenlabs_configured,
+            "custom_base_url": bool(settings.elevenlabs_base_url),
+            "voice_id": settings.elevenlabs_voice_id,
+            "model_id": settings.elevenlabs_model_id,
+        },
+        "storage": {
+            "backend": settings.media_backend,
+            "gcs_bucket_set": bool(settings.gcs_bucket_name),
+            "gcs_public_bucket": settings.gcs_public_bucket,
+            "emulator": bool(settings.storage_emulator_host),
+            "url_ttl_seconds": settings.media_url_ttl_seconds,
+            "retention_days": settings.media_retention_days,
+        },
+        "inbox": {
+            "workers": settings.workers,
+            "coalesce_window_seconds": settings.coalesce_window_seconds,
+            "turn_budget_seconds": settings.turn_budget_seconds,
+            "handoff_expiry_hours": settings.handoff_expiry_hours,
+        },
+        "dashboard_password_set": bool(settings.dashboard_password),
+        "secret_key_source": "SECRET_KEY" if settings.secret_key else "instance file",
+        "assistant_id_set_but_ignored": bool(settings.assistant_id),
+    }
+
+
+@bp.get("/system/advanced-status")
+@json_endpoint
+def advanced_status():
+    services = _services()
+    try:
+        depth = services.inbox.depth()
+    except Exception:  # noqa: BLE001 - report the rest even when the database is down
+        depth = None
+    return jsonify(
+        version=app_package.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(terse=True),
+        libraries={name: _version(name) for name in LIBRARIES},
+        uptime_seconds=round(time.time() - services.started_at, 1),
+        database={"backend": services.db.engine.dialect.name},
+        queue={"depth": depth},
+        components={c["key"]: {k: v for k, v in c.items() if k not in ("icon", "title")} for c in components()},
+        config=config_summary(services.settings),
+        webhooks=webhooks(),
+    )
+
+
+@bp.get("/system/realtime-status")
+@json_endpoint
+def realtime_status():
+    settings = _services().settings
+    return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
+                   openai_configured=bool(settings.openai_api_key))
+
+
+@bp.post("/test/realtime-audio")
+@json_endpoint
+def realtime_audio_test():
+    return jsonify(available=False, error="not available yet", reason=REALTIME_REASON), 503

@@ -1,0 +1,271 @@
+"""Dashboard pages with personal data (login required): stats, conversations, leads, handoffs.
+
+- ``/stats`` (HTML, or JSON when asked with ``Accept: application/json``) and ``/stats.json``;
+- ``/conversations``: users with masked phone numbers, search by name or last digits, pages;
+- ``/conversations/<id>``: one user's transcript, both sides in order, audio players,
+  transcriptions, stage timings, delivery status; failed turns can be retried (POST);
+- ``/leads`` and ``/handoffs`` (an operator closes a handoff so the bot speaks again);
+- ``/audio/inbound/<message_id>``: a simulator upload, for the transcript's player.
+  Inbound WhatsApp voice notes stay at Twilio (fetching them needs our credentials), so
+  for those the page shows the transcription only.
+
+Phone numbers are always shown masked (``mask_phone``). Leads are the exception: their
+e-mail and phone were given to us through capture_lead precisely so the team gets back in
+touch, so the (login-only) leads page shows them in full.
+"""
+from __future__ import annotations
+
+import math
+import re
+from urllib.parse import urlsplit
+
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from sqlalchemy import func, or_, select, true, update
+
+from app.clients.storage import LocalStorage, MediaTokenExpired, MediaTokenInvalid
+from app.db import utcnow
+from app.models import TURN_FAILED, Handoff, Lead, Message, Turn, User
+from app.redaction import redact
+from app.simulator import UPLOAD_SCHEME, SimulatorInputError, upload_path
+from app.stats import STAGES, compute_stats
+from app.web.auth import json_endpoint, safe_next
+from app.web.dashboard import bp
+
+PAGE_SIZE = 25
+TRANSCRIPT_PAGE = 200
+LEADS_PAGE = 50
+_UPLOAD_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "m4a": "audio/mp4",
+                 "aac": "audio/aac", "amr": "audio/amr", "webm": "audio/webm", "flac": "audio/flac"}
+
+
+def _services():
+    return current_app.extensions["endrigo"]
+
+
+@bp.app_template_filter("redact")
+def _redact_filter(value: str | None) -> str:
+    return redact(value) if value else ""
+
+
+def _page_arg() -> int:
+    try:
+        return max(1, int(request.args.get("page", 1)))
+    except ValueError:
+        return 1
+
+
+# ---- stats ---------------------------------------------------------------------------------
+
+@bp.get("/stats")
+def stats():
+    data = compute_stats(_services().db)
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
+        return jsonify(data)
+    return render_template("stats.html", stats=data, stages=STAGES)
+
+
+@bp.get("/stats.json")
+@json_endpoint
+def stats_json():
+    return jsonify(compute_stats(_services().db))
+
+
+# ---- audio URLs --------------------------------------------------------------------------------
+
+def _media_key(storage: LocalStorage, token: str) -> str | None:
+    try:
+        return storage.verify_token(token)
+    except MediaTokenExpired:
+        # The URL Twilio got has a short life; the operator may look weeks later. The token's
+        # signature is still checked (without the age limit) before a fresh one is issued.
+        try:
+            key = storage.verify_token(token, ignore_age=True)
+        except MediaTokenInvalid:
+            return None
+        return key if storage.path_for(key) else None
+    except MediaTokenInvalid:
+        return None
+
+
+def playable_audio_url(message: Message) -> str | None:
+    """A URL the operator's browser can play for ``message``'s audio, or None."""
+    url = message.media_url
+    if not url or message.kind != "audio":
+        return None
+    if message.direction == "in":
+        if url.startswith(UPLOAD_SCHEME):
+            return url_for("dashboard.inbound_audio", message_id=message.id)
+        return None  # Twilio-hosted: needs our credentials; the transcription is shown instead
+    storage = _services().storage
+    if isinstance(storage, LocalStorage):
+        path = urlsplit(url).path
+        if not path.startswith("/media/"):
+            return None
+        key = _media_key(storage, path[len("/media/"):])
+        if key is None or storage.path_for(key) is None:
+            return None
+        # Same origin as the page, whatever PUBLIC_BASE_URL says (it may be a tunnel).
+        return "/media/" + storage.make_token(key)
+    return url if url.startswith(("https://", "http://")) else None
+
+
+@bp.get("/audio/inbound/<int:message_id>")
+def inbound_audio(message_id: int):
+    with _services().db.session() as session:
+        message = session.get(Message, message_id)
+    if message is None or message.direction != "in" or not (message.media_url or "").startswith(UPLOAD_SCHEME):
+        abort(404)
+    try:
+        path = upload_path(_services().settings, message.media_url)
+    except SimulatorInputError:
+        abort(404)
+    if not path.is_file():
+        abort(404)
+    mimetype = _UPLOAD_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    return send_file(path, mimetype=mimetype, conditional=True)
+
+
+# ---- conversations ---------------------------------------------------------------------------
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _search_filter(query: str):
+    conditions = []
+    words = query.strip().lower()
+    if words:
+        pattern = f"%{_like_escape(words)}%"
+        conditions += [func.lower(User.profile_name).like(pattern, escape="\\"),
+                       func.lower(User.learned_name).like(pattern, escape="\\")]
+    digits = re.sub(r"\D", "", query)
+    if len(digits) >= 2:
+        conditions.append(User.phone.like(f"%{digits}", escape="\\"))
+    return or_(*conditions) if conditions else None
+
+
+@bp.get("/conversations")
+def conversations():
+    query = (request.args.get("q") or "").strip()[:64]
+    page = _page_arg()
+    condition = _search_filter(query) if query else None
+    with _services().db.session() as session:
+        count = select(func.count()).select_from(User)
+        rows = select(User).order_by(User.last_seen_at.desc(), User.id.desc())
+        if condition is not None:
+            count, rows = count.where(condition), rows.where(condition)
+        total = session.scalar(count) or 0
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        page = min(page, pages)
+        users = session.scalars(rows.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
+        open_handoffs = set(session.scalars(
+            select(Handoff.user_id).where(Handoff.status == "open", Handoff.user_id.in_([u.id for u in users]))
+        )) if users else set()
+    return render_template("conversations.html", users=users, query=query, page=page, pages=pages,
+                           total=total, open_handoffs=open_handoffs)
+
+
+@bp.get("/conversations/<int:user_id>")
+def transcript(user_id: int):
+    before = request.args.get("before", type=int)
+    with _services().db.session() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            abort(404)
+        rows = select(Message).where(Message.user_id == user_id)
+        if before:
+            rows = rows.where(Message.id < before)
+        messages = list(reversed(session.scalars(
+            rows.order_by(Message.created_at.desc(), Message.id.desc()).limit(TRANSCRIPT_PAGE + 1)).all()))
+        has_older = len(messages) > TRANSCRIPT_PAGE
+        messages = messages[-TRANSCRIPT_PAGE:] if has_older else messages
+        turn_ids = {m.turn_id for m in messages if m.turn_id}
+        turns = {t.id: t for t in session.scalars(select(Turn).where(Turn.id.in_(turn_ids)))} if turn_ids else {}
+        handoffs = session.scalars(
+            select(Handoff).where(Handoff.user_id == user_id).order_by(Handoff.opened_at.desc()).limit(10)).all()
+        leads = session.scalars(select(Lead).where(Lead.user_id == user_id).order_by(Lead.created_at.desc())).all()
+    # A turn's summary goes after the last of its messages shown on this page.
+    last_of_turn = {}
+    for index, message in enumerate(messages):
+        if message.turn_id:
+            last_of_turn[message.turn_id] = index
+    entries = [{
+        "message": m,
+        "audio_url": playable_audio_url(m),
+        "turn": turns.get(m.turn_id) if last_of_turn.get(m.turn_id) == i else None,
+    } for i, m in enumerate(messages)]
+    return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
+                           oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
+                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED)
+
+
+@bp.post("/turns/<int:turn_id>/retry")
+def retry_turn(turn_id: int):
+    services = _services()
+    with services.db.session() as session:
+        turn = session.get(Turn, turn_id)
+        if turn is None:
+            abort(404)
+        user_id = turn.user_id
+    if services.inbox.retry_failed_turn(turn_id):
+        flash("Nova tentativa iniciada. A resposta aparece aqui em instantes.", "success")
+    else:
+        flash("Esse atendimento não está mais com falha; nada a refazer.", "warning")
+    return redirect(url_for("dashboard.transcript", user_id=user_id) + f"#turn-{turn_id}")
+
+
+# ---- leads and handoffs ----------------------------------------------------------------------
+
+@bp.get("/leads")
+def leads():
+    page = _page_arg()
+    with _services().db.session() as session:
+        total = session.scalar(select(func.count()).select_from(Lead)) or 0
+        pages = max(1, math.ceil(total / LEADS_PAGE))
+        page = min(page, pages)
+        rows = session.execute(
+            select(Lead, User).join(User, User.id == Lead.user_id)
+            .order_by(Lead.created_at.desc(), Lead.id.desc()).offset((page - 1) * LEADS_PAGE).limit(LEADS_PAGE)
+        ).all()
+    return render_template("leads.html", rows=rows, page=page, pages=pages, total=total)
+
+
+HANDOFF_FILTERS = ("open", "closed", "all")
+
+
+@bp.get("/handoffs")
+def handoffs():
+    status = request.args.get("status", "open")
+    status = status if status in HANDOFF_FILTERS else "open"
+    page = _page_arg()
+    with _services().db.session() as session:
+        condition = true() if status == "all" else Handoff.status == status
+        total = session.scalar(select(func.count()).select_from(Handoff).where(condition)) or 0
+        pages = max(1, math.ceil(total / LEADS_PAGE))
+        page = min(page, pages)
+        rows = session.execute(
+            select(Handoff, User).join(User, User.id == Handoff.user_id).where(condition)
+            .order_by(Handoff.opened_at.desc(), Handoff.id.desc())
+            .offset((page - 1) * LEADS_PAGE).limit(LEADS_PAGE)
+        ).all()
+        counts = dict(session.execute(select(Handoff.status, func.count()).group_by(Handoff.status)).all())
+    return render_template("handoffs.html", rows=rows, status=status, page=page, pages=pages, total=total,
+                           counts=counts, now=utcnow())
+
+
+@bp.post("/handoffs/<int:handoff_id>/close")
+def close_handoff(handoff_id: int):
+    with _services().db.session() as session:
+        # One UPDATE guarded by the status: two operators clicking at once close it once.
+        closed = session.execute(
+            update(Handoff).where(Handoff.id == handoff_id, Handoff.status == "open")
+            .values(status="closed", closed_at=utcnow(), closed_by="operator")
+        ).rowcount
+        exists = closed or session.get(Handoff, handoff_id) is not None
+    if not exists:
+        abort(404)
+    if closed:
+        flash("Atendimento humano encerrado: o robô volta a responder esse contato.", "success")
+    else:
+        flash("Esse atendimento humano já estava encerrado.", "info")
+    return redirect(safe_next(request.form.get("next"), url_for("dashboard.handoffs")))
