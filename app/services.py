@@ -38,6 +38,12 @@ class Services:
         return f"{base}/webhook/whatsapp/status" if base else None
 
     @cached_property
+    def inbound_writer(self):
+        from app.inbound import InboundWriter
+
+        return InboundWriter(self.db)
+
+    @cached_property
     def openai(self):
         from app.clients.openai_client import OpenAIGateway
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy import select
 
-from app.inbound import BadWebhook, parse_inbound, store_inbound
+from app.inbound import BadWebhook, parse_inbound
 from app.logging import work_context
 from app.models import FAILED_DELIVERY_STATUSES, Message
 from app.pipeline.send import send_text_fallback
@@ -70,11 +70,12 @@ def twiml() -> Response:
 def inbound_message():
     verify_signature()
     try:
-        inbound = parse_inbound(request.form)
+        # A plain dict: MultiDict.get builds an exception object for every absent field.
+        inbound = parse_inbound(request.form.to_dict())
     except BadWebhook as exc:
         return Response(str(exc), status=400, mimetype="text/plain")
     with work_context(inbound.sid):
-        user_id, created = store_inbound(services().db, inbound, channel="whatsapp")
+        user_id, created = services().inbound_writer.store(inbound, channel="whatsapp")
         if not created:
             log.info("duplicate MessageSid ignored")
             return twiml()
