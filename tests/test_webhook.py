@@ -183,3 +183,35 @@ def test_a_10000_character_body_is_answered_in_parts(make_app, twilio_fake):
     sent = wait_for(lambda: [m for m in twilio_fake.sent if m["to"] == "whatsapp:+5511999990001"])
     assert all(len(m["body"]) <= 1600 for m in sent)
     wait_for(lambda: count(app, Message, Message.direction == "in", Message.status == "answered") == 1)
+
+
+def test_group_commit_under_concurrency_stores_each_sid_once_and_counts_right(app, twilio_fake):
+    """Many requests at once share transactions; repeats inside one batch are still caught."""
+    import threading
+
+    from app.inbound import Inbound
+
+    writer = app.extensions["endrigo"].inbound_writer
+    sids = ["SM" + f"{i:032x}" for i in range(40)]
+    results, errors = [], []
+
+    def store(sid, phone):
+        try:
+            inbound = Inbound(sid=sid, phone=phone, wa_id=None, profile_name="P", body="oi", kind="text",
+                              media_url=None, media_type=None, num_media=0)
+            results.append((sid, writer.store(inbound, "whatsapp")))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(sid, f"+55119000000{i % 4:02d}"))
+               for i, sid in enumerate(sids + sids[:10])]  # 10 sids arrive twice
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    created = [sid for sid, (_, was_created) in results if was_created]
+    assert sorted(created) == sorted(sids)  # each sid created exactly once
+    assert count(app, Message) == 40
+    with app.extensions["endrigo"].db.session() as session:
+        assert sorted(session.scalars(select(User.message_count))) == [10, 10, 10, 10]
