@@ -1,0 +1,199 @@
+"""Voice notes end to end: signed webhook → download → FFmpeg → transcription → answer → voice reply."""
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+from sqlalchemy import select
+
+from app.audio import sniff_audio_type
+from app.models import Message
+from tests.conftest import post_signed, wait_for
+from tests.fakes import audio_samples
+
+PATH = "/webhook/whatsapp"
+USER = "whatsapp:+5511999990001"
+
+
+@pytest.fixture
+def voice_app(make_app, openai_fake, elevenlabs_fake, tmp_path, monkeypatch):
+    """An app with every provider on its emulator; temporary files go to a folder we can inspect."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def factory(**overrides):
+        values = dict(
+            openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=0,
+            elevenlabs_api_key=elevenlabs_fake.api_key, elevenlabs_base_url=elevenlabs_fake.base_url,
+            media_allowed_hosts=("127.0.0.1", "localhost"),
+        )
+        values.update(overrides)
+        app = make_app(**values)
+        app.scratch = scratch
+        return app
+
+    return factory
+
+
+def send_voice_note(app, twilio_fake, audio: bytes, content_type="audio/ogg", body=""):
+    form = twilio_fake.inbound_form(body=body, media=(audio, content_type), MessageType="audio")
+    assert post_signed(app.test_client(), PATH, form, twilio_fake.auth_token).status_code == 200
+    return form
+
+
+def inbound(app):
+    with app.extensions["endrigo"].db.session() as session:
+        return session.scalar(select(Message).where(Message.direction == "in"))
+
+
+def finished(app):
+    row = inbound(app)
+    return row is not None and row.status in ("answered", "failed")
+
+
+def test_voice_note_gets_a_voice_reply_whose_url_serves_ogg_opus(voice_app, twilio_fake, openai_fake,
+                                                                 elevenlabs_fake):
+    app = voice_app()
+    openai_fake.transcript_text = "Quais serviços a Endrigo Digital oferece?"
+    send_voice_note(app, twilio_fake, audio_samples.speech_like_ogg(4.0, "24k"))
+    wait_for(lambda: finished(app), timeout=30)
+
+    row = inbound(app)
+    assert row.status == "answered" and row.kind == "audio"
+    assert row.transcription == "Quais serviços a Endrigo Digital oferece?"
+    # Transcription request as OpenAI expects it: a file with an extension, the model, Portuguese.
+    transcription = openai_fake.requests_to("/v1/audio/transcriptions")[0]
+    filename = transcription.files["file"][0]
+    assert filename.rsplit(".", 1)[-1] in {"ogg", "wav"}
+    assert transcription.form["model"] == "gpt-transcribe" and transcription.form["language"] == "pt"
+    assert "Endrigo" in transcription.form["prompt"]
+    # The transcribed words reached the answer.
+    response_request = openai_fake.requests_to("/v1/responses")[0]
+    assert "Quais serviços a Endrigo Digital oferece?" in str(response_request.json["input"])
+    # TTS with Endrigo's voice, model and an Opus format.
+    tts = elevenlabs_fake.requests_to("/v1/text-to-speech/")[0]
+    assert "SuM1a4mUYXCmWfwWYCx0" in tts.path and tts.json["model_id"] == "eleven_multilingual_v2"
+    assert tts.query["output_format"].startswith("opus_")
+    # One WhatsApp message with the audio, no caption; its URL serves OGG/Opus with the right type.
+    sent = [m for m in twilio_fake.sent if m["to"] == USER]
+    audio_messages = [m for m in sent if m["media_url"]]
+    assert len(audio_messages) == 1 and not audio_messages[0]["body"]
+    url = audio_messages[0]["media_url"][0] if isinstance(audio_messages[0]["media_url"], list) \
+        else audio_messages[0]["media_url"]
+    assert url.startswith("https://bot.example.com/media/")
+    served = app.test_client().get(url.replace("https://bot.example.com", ""))
+    assert served.status_code == 200 and served.mimetype == "audio/ogg"
+    assert served.data[:4] == b"OggS" and sniff_audio_type(served.data[:96]) == "opus"
+    # Temporary files of the turn are gone.
+    assert list(app.scratch.iterdir()) == []
+
+
+def test_text_users_get_text_even_with_tts_configured(voice_app, twilio_fake, elevenlabs_fake):
+    app = voice_app()
+    post_signed(app.test_client(), PATH, twilio_fake.inbound_form(body="Oi, tudo bem?"), twilio_fake.auth_token)
+    wait_for(lambda: finished(app), timeout=20)
+    assert elevenlabs_fake.requests_to("/v1/text-to-speech/") == []
+    assert all(not m["media_url"] for m in twilio_fake.sent)
+
+
+def test_silent_note_is_answered_without_calling_openai(voice_app, twilio_fake, openai_fake):
+    app = voice_app()
+    send_voice_note(app, twilio_fake, audio_samples.silent_ogg(3.0))
+    wait_for(lambda: finished(app), timeout=20)
+    assert openai_fake.requests_to("/v1/audio/transcriptions") == []
+    assert openai_fake.requests_to("/v1/responses") == []
+    assert "Não ouvi nada" in twilio_fake.sent[0]["body"]
+
+
+def test_truncated_note_gets_a_polite_retry_request(voice_app, twilio_fake, openai_fake):
+    app = voice_app()
+    send_voice_note(app, twilio_fake, audio_samples.truncated(audio_samples.speech_like_ogg(4.0), 0.4))
+    wait_for(lambda: finished(app), timeout=20)
+    assert "não consegui ouvir" in twilio_fake.sent[0]["body"].lower()
+    assert openai_fake.requests_to("/v1/audio/transcriptions") == []
+    assert list(app.scratch.iterdir()) == []
+
+
+def test_an_image_is_not_downloaded_and_gets_a_notice_while_its_text_is_answered(voice_app, twilio_fake,
+                                                                              openai_fake):
+    app = voice_app()
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+    form = twilio_fake.inbound_form(body="O que acha desta arte?", media=(png, "image/png"), MessageType="image")
+    post_signed(app.test_client(), PATH, form, twilio_fake.auth_token)
+    wait_for(lambda: finished(app), timeout=20)
+    assert twilio_fake.requests_to("/Media/") == []  # never fetched
+    body = twilio_fake.sent[0]["body"]
+    assert "Imagens" in body and "[fake] O que acha desta arte?" in body
+    assert inbound(app).kind == "image"
+
+
+def test_media_on_a_host_outside_the_allowed_list_is_never_requested(voice_app, twilio_fake):
+    app = voice_app(media_allowed_hosts=("api.twilio.com",), media_allow_private_hosts=False)
+    url = twilio_fake.add_media(audio_samples.speech_like_ogg(2.0), "audio/ogg")
+    form = twilio_fake.inbound_form(body="", media=(url, "audio/ogg"), MessageType="audio")
+    post_signed(app.test_client(), PATH, form, twilio_fake.auth_token)
+    wait_for(lambda: finished(app), timeout=20)
+    assert twilio_fake.requests_to("/Media/") == []
+    assert "baixar" in twilio_fake.sent[0]["body"]
+
+
+def test_tts_quota_exceeded_falls_back_to_text(voice_app, twilio_fake, openai_fake, elevenlabs_fake):
+    app = voice_app()
+    elevenlabs_fake.quota_exceeded()
+    send_voice_note(app, twilio_fake, audio_samples.speech_like_ogg(3.0))
+    wait_for(lambda: finished(app), timeout=20)
+    sent = twilio_fake.sent
+    assert len(sent) == 1 and not sent[0]["media_url"] and sent[0]["body"].startswith("[fake]")
+    health = app.extensions["endrigo"].provider_health.snapshot()
+    assert health["elevenlabs"]["state"] == "degraded" and "xi-test-key" not in str(health)
+
+
+def test_failed_voice_delivery_is_followed_once_by_the_same_answer_as_text(voice_app, twilio_fake, openai_fake):
+    app = voice_app()
+    send_voice_note(app, twilio_fake, audio_samples.speech_like_ogg(3.0))
+    wait_for(lambda: finished(app), timeout=30)
+    audio_message = next(m for m in twilio_fake.sent if m["media_url"])
+    client = app.test_client()
+    for _ in range(2):  # Twilio may repeat the callback; the text goes out once
+        form = {"MessageSid": audio_message["sid"], "MessageStatus": "failed", "ErrorCode": "63019",
+                "AccountSid": twilio_fake.account_sid}
+        assert post_signed(client, "/webhook/whatsapp/status", form, twilio_fake.auth_token).status_code == 200
+    texts = wait_for(lambda: [m for m in twilio_fake.sent if not m["media_url"]])
+    import time
+
+    time.sleep(0.3)
+    texts = [m for m in twilio_fake.sent if not m["media_url"]]
+    assert len(texts) == 1 and texts[0]["body"].startswith("[fake]")
+
+
+def test_reply_preference_audio_gives_voice_replies_to_text(voice_app, twilio_fake, elevenlabs_fake):
+    app = voice_app()
+    from app.models import User
+
+    post_signed(app.test_client(), PATH, twilio_fake.inbound_form(body="primeira"), twilio_fake.auth_token)
+    wait_for(lambda: finished(app), timeout=20)
+    with app.extensions["endrigo"].db.session() as session:
+        session.scalar(select(User)).reply_mode = "audio"
+    post_signed(app.test_client(), PATH, twilio_fake.inbound_form(body="segunda"), twilio_fake.auth_token)
+    wait_for(lambda: any(m["media_url"] for m in twilio_fake.sent), timeout=20)
+    assert len(elevenlabs_fake.requests_to("/v1/text-to-speech/")) == 1
+
+
+def test_a_file_whose_header_lies_is_not_transcribed(voice_app, twilio_fake, openai_fake):
+    app = voice_app()
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 4000
+    send_voice_note(app, twilio_fake, png, content_type="audio/ogg")
+    wait_for(lambda: finished(app), timeout=20)
+    assert openai_fake.requests_to("/v1/audio/transcriptions") == []
+    assert "não consegui ouvir" in twilio_fake.sent[0]["body"].lower()
+    assert list(app.scratch.iterdir()) == []
+
+
+def test_a_20_mb_file_is_refused_while_streaming(voice_app, twilio_fake, openai_fake):
+    app = voice_app()
+    send_voice_note(app, twilio_fake, audio_samples.big_blob(20 * 1024 * 1024), content_type="audio/ogg")
+    wait_for(lambda: finished(app), timeout=30)
+    assert openai_fake.requests_to("/v1/audio/transcriptions") == []
+    assert "grande demais" in twilio_fake.sent[0]["body"]
+    assert list(app.scratch.iterdir()) == []
