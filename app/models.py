@@ -88,6 +88,8 @@ class Turn(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     timings: Mapped[dict | None] = mapped_column(JSON)
+    # The function tools the model called in this turn: name, arguments, ok/error, ms.
+    tool_calls: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 

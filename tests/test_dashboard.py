@@ -357,6 +357,8 @@ def seed_conversation(app) -> dict:
         s.add(user)
         s.flush()
         ok_turn = Turn(user_id=user.id, status="answered", reply_kind="audio", created_at=base,
+                       tool_calls=[{"name": "capture_lead", "ok": True, "error": None, "ms": 3.1},
+                                   {"name": "search_knowledge", "ok": False, "error": "consulta vazia", "ms": 0.2}],
                        timings={"download": 120.0, "convert": 210.0, "transcribe": 812.0, "retrieve": 20.0,
                                 "answer": 1500.0, "speak": 900.0, "store": 30.0, "send": 250.0,
                                 "end_to_end": 3900.0})
@@ -432,6 +434,7 @@ def test_transcript_shows_both_sides_audio_timings_and_delivery(app, client):
     assert "Tentar de novo" in html and html.count("Tentar de novo") == 1
     assert "+55 11 9****-4321" in html and "OpenAI timed out for +55 11 9****-4321" in html
     assert "Atendimento humano aberto" in html and "Lead:" in html
+    assert "capture_lead" in html and 'title="consulta vazia"' in html
 
 
 def test_expired_audio_links_are_signed_again_for_the_operator(make_app):

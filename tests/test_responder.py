@@ -96,6 +96,8 @@ def test_a_tool_call_runs_and_its_output_goes_back_then_the_answer_is_sent(onlin
     assert (lead.user_id, lead.email, lead.phone) == (user.id, "ana.souza@loja.com", "+5511987654321")
     assert turn.reply_text.startswith("*Pronto*")
     assert health(app)["state"] == "healthy"
+    # The turn keeps the tool calls for operators.
+    assert [(c["name"], c["ok"]) for c in turn.tool_calls] == [("capture_lead", True)]
 
 
 def test_instructions_on_every_call_history_on_the_second_turn_and_the_configured_model(
