@@ -55,7 +55,8 @@ def configure_logging(level: str = "INFO") -> None:
     handler.addFilter(_ContextFilter())
     root.addHandler(handler)
     # Quiet libraries that log request lines with URLs and headers.
-    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "twilio.http_client", "werkzeug"):
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "twilio.http_client", "werkzeug",
+                  "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _install_excepthooks()
     _configured = True
