@@ -20,15 +20,13 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from openai import OpenAI  # noqa: E402
-from sqlalchemy import create_engine, select, text  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 from twilio.rest import Client  # noqa: E402
 
@@ -38,6 +36,7 @@ from app.models import Message, Turn  # noqa: E402
 from app.pipeline import STAGES  # noqa: E402
 from tests.fakes.openai_fake import OpenAIFake  # noqa: E402
 from tests.fakes.twilio_fake import TwilioFake  # noqa: E402
+from tests.pg_schema import throwaway_schema  # noqa: E402
 
 NUMBER = "whatsapp:+14155238886"
 PUBLIC = "https://bot.example.com"
@@ -146,22 +145,6 @@ def measure(label: str, database_url: str, turns: int, users: int) -> dict:
             "baseline": baseline, "base_openai": base_openai, "base_twilio": base_twilio, "stages": stages}
 
 
-def pg_schema_url(base_url: str):
-    """A throw-away schema in TEST_DATABASE_URL, and the function that drops it."""
-    schema = "bench_" + uuid.uuid4().hex[:8]
-    engine = create_engine(base_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-    sep = "&" if "?" in base_url else "?"
-    return f"{base_url}{sep}{urlencode({'options': f'-csearch_path={schema}'})}", drop
-
-
 def print_tables(results: list[dict]) -> None:
     print("\n### Text turn, zero-latency emulators, turns one at a time, coalescing window 0\n")
     print("| database | turns | webhook → turn finished p50 / p95 | webhook → reply at Twilio p50 / p95 "
@@ -196,7 +179,7 @@ def main() -> None:
         results.append(measure("SQLite (WAL)", f"sqlite:///{tmp}/bench.db", args.turns, args.users))
     pg = os.environ.get("TEST_DATABASE_URL")
     if pg:
-        url, drop = pg_schema_url(pg)
+        url, drop = throwaway_schema(pg)
         try:
             results.append(measure("PostgreSQL", url, args.turns, args.users))
         finally:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.knowledge import (  # noqa: E402  (after the path tweak, so the script runs from anywhere)
     Chunk,
     KnowledgeBase,
-    build_vectors_file,
     bm25_ranking,
+    build_vectors_file,
     chunk_documents,
     content_hash,
     load_runtime_index,
@@ -54,7 +54,7 @@ class PrecomputedGateway:
         self.vectors = vectors
         self.calls = 0
 
-    def embed(self, texts, model=None):
+    def embed(self, texts, model=None, *, timeout=None, max_retries=None):
         vector = self.vectors[self.calls % len(self.vectors)]
         self.calls += 1
         return vector[None, :]

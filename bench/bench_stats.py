@@ -30,40 +30,23 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.db import utcnow  # noqa: E402
 from app.models import Handoff, Lead, Message, Turn, User  # noqa: E402
 from app.stats import compute_stats  # noqa: E402
+from tests.pg_schema import throwaway_schema  # noqa: E402
 
 PASSWORD = "bench-dashboard-password"
 BATCH = 10_000
 STAGE_MEANS = {"download": 150, "convert": 200, "transcribe": 900, "retrieve": 25, "answer": 1800,
                "speak": 1100, "store": 40, "send": 300}
-
-
-def pg_schema_url(base_url: str) -> tuple[str, callable]:
-    """A fresh schema in ``base_url``'s database and the function that drops it."""
-    schema = "bench_" + uuid.uuid4().hex[:8]
-    admin = create_engine(base_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    sep = "&" if "?" in base_url else "?"
-    return f"{base_url}{sep}{urlencode({'options': f'-csearch_path={schema}'})}", drop
 
 
 def seed(db, users: int, messages: int) -> dict:
@@ -204,7 +187,7 @@ def main() -> None:
         rows += measure("SQLite", f"sqlite:///{tmp}/bench.db", f"{tmp}/instance-sqlite", args.users,
                         args.messages, args.runs, args.freeze_gc)
         if args.pg:
-            url, drop = pg_schema_url(args.pg)
+            url, drop = throwaway_schema(args.pg)
             try:
                 rows += measure("PostgreSQL", url, f"{tmp}/instance-pg", args.users, args.messages, args.runs,
                                 args.freeze_gc)

@@ -27,11 +27,14 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
-import requests
-from sqlalchemy import create_engine, text
-from twilio.request_validator import RequestValidator
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+from tests.pg_schema import throwaway_schema  # noqa: E402
+
 TOKEN = "bench-auth-token-0123456789abcdef"
 ACCOUNT = "AC" + "b" * 32
 THREADS, WORKERS = 8, 2
@@ -164,21 +167,6 @@ def measure(label: str, app_spec: str, env_extra: dict, seconds: int, rate: int)
             "p99": percentile(latencies, 99), "errors": errors, "n": len(latencies)}
 
 
-def pg_schema_url(base_url: str) -> tuple[str, callable]:
-    schema = "bench_" + uuid.uuid4().hex[:8]
-    engine = create_engine(base_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-    sep = "&" if "?" in base_url else "?"
-    return f"{base_url}{sep}{urlencode({'options': f'-csearch_path={schema}'})}", drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -192,7 +180,7 @@ def main() -> None:
                             dict(common, DATABASE_URL=f"sqlite:///{tmp}/bench.db"), args.seconds, args.rate))
     pg = os.environ.get("TEST_DATABASE_URL")
     if pg:
-        url, drop = pg_schema_url(pg)
+        url, drop = throwaway_schema(pg)
         try:
             rows.append(measure("webhook, PostgreSQL", "main:app", dict(common, DATABASE_URL=url),
                                 args.seconds, args.rate))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from app import create_app
 from app.config import Settings
+from tests.pg_schema import throwaway_schema
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -23,27 +21,17 @@ BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 TWILIO_NUMBER = "whatsapp:+14155238886"
 
 
-def _pg_url_with_schema(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}{urlencode({'options': f'-csearch_path={schema}'})}"
-
-
 @pytest.fixture(params=BACKENDS)
 def database_url(request, tmp_path):
     """A fresh, empty database: a SQLite file, or a throw-away schema in TEST_DATABASE_URL."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(TEST_DATABASE_URL.replace("postgresql://", "postgresql+psycopg2://", 1))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url, drop = throwaway_schema(TEST_DATABASE_URL)
     try:
-        yield _pg_url_with_schema(TEST_DATABASE_URL, schema)
+        yield url
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop()
 
 
 @pytest.fixture
