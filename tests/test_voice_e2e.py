@@ -197,3 +197,20 @@ def test_a_20_mb_file_is_refused_while_streaming(voice_app, twilio_fake, openai_
     assert openai_fake.requests_to("/v1/audio/transcriptions") == []
     assert "grande demais" in twilio_fake.sent[0]["body"]
     assert list(app.scratch.iterdir()) == []
+
+
+def test_unusable_opus_from_elevenlabs_is_replaced_by_our_own_encoding(voice_app, twilio_fake, openai_fake,
+                                                                       elevenlabs_fake):
+    app = voice_app()
+    # ElevenLabs answers 200 with bytes that are not OGG: we ask for PCM and encode it with FFmpeg.
+    elevenlabs_fake.fail_next(status=200, raw_body=b"ID3 this is not an ogg file" * 10,
+                              headers={"Content-Type": "audio/ogg"})
+    send_voice_note(app, twilio_fake, audio_samples.speech_like_ogg(3.0))
+    wait_for(lambda: finished(app), timeout=30)
+    formats = [r.query["output_format"] for r in elevenlabs_fake.requests_to("/v1/text-to-speech/")]
+    assert formats == ["opus_48000_32", "pcm_24000"]
+    audio_message = next(m for m in twilio_fake.sent if m["media_url"])
+    url = audio_message["media_url"][0] if isinstance(audio_message["media_url"], list) \
+        else audio_message["media_url"]
+    served = app.test_client().get(url.replace("https://bot.example.com", ""))
+    assert served.mimetype == "audio/ogg" and sniff_audio_type(served.data[:96]) == "opus"

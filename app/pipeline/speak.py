@@ -2,11 +2,13 @@
 
 Due when the user's preference is ``audio``, or ``auto`` and they sent a voice note.
 Anything that goes wrong here (no key, quota, timeout, too little time left in the
-turn's budget) falls back to a text reply: the user always gets the answer.
+turn's budget) falls back to a text reply: the user always gets the answer. Unusable Opus
+bytes from ElevenLabs fall back to encoding its PCM with FFmpeg (OGG/Opus, then MP3).
 """
 from __future__ import annotations
 
-from app.clients.elevenlabs_client import TTSError, prepare_for_speech, split_for_speech
+from app.audio import AudioError, encode_ogg_opus, transcode_to_mp3
+from app.clients.elevenlabs_client import SpeechAudio, TTSError, prepare_for_speech, split_for_speech
 from app.pipeline.context import TurnContext
 
 # What synthesis, storage and sending still need; below this, answer by text in time.
@@ -33,16 +35,38 @@ def run(ctx: TurnContext) -> None:
     if not spoken.strip():
         return
     try:
-        audio = ctx.services.tts.synthesize(spoken, timeout=max(1.0, ctx.remaining_budget() - 1.0))
-    except TTSError as exc:
-        ctx.services.provider_health.error("elevenlabs", exc.reason)
-        ctx.log.warning("TTS failed (%s); answering by text", exc.kind)
+        audio = _synthesize(ctx, spoken)
+    except (TTSError, AudioError) as exc:
+        if isinstance(exc, TTSError):
+            ctx.services.provider_health.error("elevenlabs", exc.reason)
+        ctx.log.warning("voice reply failed (%s); answering by text", exc.kind)
         return
     ctx.services.provider_health.ok("elevenlabs")
     ctx.audio_bytes = audio.data
     ctx.audio_content_type = audio.content_type
     ctx.reply_kind = "audio"
     ctx.text_after_audio = _unspoken_text(ctx.answer_text, rest)
+
+
+def _synthesize(ctx: TurnContext, spoken: str) -> SpeechAudio:
+    """Opus straight from ElevenLabs; if those bytes are unusable, its raw PCM encoded by our
+    FFmpeg as OGG/Opus, and MP3 (which WhatsApp also plays) if even that fails."""
+    tts = ctx.services.tts
+    try:
+        return tts.synthesize(spoken, timeout=_seconds_for_tts(ctx))
+    except TTSError as exc:
+        if exc.kind != "bad_audio":
+            raise
+        ctx.log.warning("ElevenLabs sent unusable Opus; encoding its PCM ourselves")
+    pcm = tts.synthesize(spoken, output_format="pcm_24000", timeout=_seconds_for_tts(ctx))
+    try:
+        return SpeechAudio(encode_ogg_opus(pcm.data, pcm_rate=24000), "audio/ogg", "ogg_ffmpeg")
+    except AudioError:
+        return SpeechAudio(transcode_to_mp3(pcm.data, pcm_rate=24000), "audio/mpeg", "mp3_ffmpeg")
+
+
+def _seconds_for_tts(ctx: TurnContext) -> float:
+    return max(1.0, ctx.remaining_budget() - 1.0)
 
 
 def _unspoken_text(answer: str, rest_of_speech: str) -> str | None:
