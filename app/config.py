@@ -225,7 +225,7 @@ def _normalised(settings: Settings) -> Settings:
         raise ConfigError("WORKERS must be at least 1")
     if settings.coalesce_window_seconds < 0:
         raise ConfigError("COALESCE_WINDOW_SECONDS must not be negative")
-    scheme, sep, rest = settings.database_url.partition("://")
+    scheme, _, rest = settings.database_url.partition("://")
     if scheme in {"postgres", "postgresql"}:
         # Neon/Heroku style URLs; SQLAlchemy 2.1 maps postgresql:// to psycopg 3, we ship psycopg2.
         changes["database_url"] = "postgresql+psycopg2://" + rest

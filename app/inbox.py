@@ -446,8 +446,9 @@ class Inbox:
             started_monotonic=time.monotonic(),
         )
         if reply_text is not None:
+            # A previous attempt produced the answer (crash, send failure): stages up to the
+            # answer skip themselves and the same words are sent.
             ctx.answer_text = reply_text
-            ctx.answer_from_previous_attempt = True
         return ctx
 
     def _handoff_open(self, user_id: int) -> bool:

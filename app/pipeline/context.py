@@ -106,8 +106,6 @@ class TurnContext:
 
     passages: list[Passage] = field(default_factory=list)
     answer_text: str | None = None
-    # Set by the inbox when a previous attempt already produced the answer (crash, send failure).
-    answer_from_previous_attempt: bool = False
     reply_kind: str = "text"  # text | audio
     audio_bytes: bytes | None = None
     audio_content_type: str | None = None

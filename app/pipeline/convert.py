@@ -30,6 +30,7 @@ def run(ctx: TurnContext) -> None:
             else:
                 item.notice = notices.AUDIO_UNREADABLE
             continue
+        ctx.log.info("voice note of %.1f s converted", item.audio_seconds)
         if is_silent(wav_path):
             item.notice = notices.AUDIO_SILENT
             continue

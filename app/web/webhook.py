@@ -14,6 +14,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy import select
 
+from app.clients.twilio_client import SIGNATURE_SETTINGS_HEADER
 from app.inbound import BadWebhook, parse_inbound
 from app.logging import work_context
 from app.models import FAILED_DELIVERY_STATUSES, Message
@@ -56,7 +57,7 @@ def verify_signature() -> None:
         abort(Response("missing X-Twilio-Signature", status=403, mimetype="text/plain"))
     url = public_request_url()
     if not svc.twilio.signature_is_valid(url, request.form, signature,
-                                         request.headers.get("X-Twilio-Webhooks-Signature-Settings")):
+                                         request.headers.get(SIGNATURE_SETTINGS_HEADER)):
         log.warning("rejected webhook with an invalid signature for %s", url.split("?", 1)[0])
         abort(Response("invalid X-Twilio-Signature", status=403, mimetype="text/plain"))
     svc.remember_base_url(url)
