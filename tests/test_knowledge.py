@@ -302,7 +302,7 @@ def test_read_only_folder_falls_back_to_parsing(sample_chunks, vec_dir, monkeypa
         raise PermissionError(13, "Permission denied")
 
     # Tests may run as root, where chmod does not stop writes: refuse at the one place that creates files.
-    monkeypatch.setattr(kb.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(kb.sidecar.tempfile, "mkdtemp", refuse)
     with caplog.at_level(logging.WARNING, logger="app.knowledge"):
         for _ in range(2):
             index = load_runtime_index(path)
