@@ -8,7 +8,7 @@ same model, keeps its stored embedding; only new or edited chunks are sent to Op
 ``--rebuild`` ignores the existing file (needed after changing OPENAI_EMBEDDING_MODEL).
 
 Errors are one line on stderr with a non-zero exit status; secrets never appear in them.
-The file format and the chunking live in app/knowledge.py, shared with the app.
+The file format and the chunking live in app/knowledge/, shared with the app.
 """
 from __future__ import annotations
 
