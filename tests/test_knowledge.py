@@ -1,4 +1,4 @@
-"""Tests of app/knowledge.py: chunking, the vector-file format, the sidecar, hybrid search,
+"""Tests of app/knowledge/: chunking, the vector-file format, the sidecar, hybrid search,
 the BM25 fallbacks, reloading, RRF and the persona.
 
 Query embeddings come from small in-process gateways (unit tests may replace a client);
