@@ -12,9 +12,9 @@ app/__init__.py needs no change):
 - deny by default: a ``before_request`` on the blueprint refuses every view not marked
   ``@public`` unless an operator is logged in (see app/web/auth.py);
 - CSRF (flask_wtf) on every POST/PUT/PATCH/DELETE of every blueprint except those in
-  ``CSRF_EXEMPT_BLUEPRINTS`` (Twilio signs its webhooks instead and cannot send a token);
+  ``TWILIO_ONLY_BLUEPRINTS`` (Twilio signs its webhooks instead and cannot send a token);
 - the session cookie: HttpOnly, SameSite=Lax, Secure when PUBLIC_BASE_URL is https, 12 hours;
-- security headers on every response (CSP without inline scripts or styles, no framing).
+- security headers on every response but Twilio's (CSP without inline scripts or styles, no framing).
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ from app.web import auth
 
 bp = Blueprint("dashboard", __name__)
 
-# Blueprints whose POSTs come from Twilio (signature-checked), never from a browser form.
-CSRF_EXEMPT_BLUEPRINTS = frozenset({"webhook"})
+# Blueprints only Twilio calls (signature-checked), never a browser: no CSRF token (Twilio cannot
+# send one) and no browser security headers (nobody renders these answers; it is the hot path).
+TWILIO_ONLY_BLUEPRINTS = frozenset({"webhook"})
 SESSION_LIFETIME = dt.timedelta(hours=12)
 STATIC_ROOT = Path(__file__).resolve().parent.parent.parent / "static"
 
@@ -86,7 +87,7 @@ def _setup(state) -> None:
     def _csrf_protect():
         if not app.config.get("WTF_CSRF_ENABLED", True) or request.endpoint is None:
             return None
-        if request.blueprint in CSRF_EXEMPT_BLUEPRINTS:
+        if request.blueprint in TWILIO_ONLY_BLUEPRINTS:
             return None
         csrf.protect()
         return None
@@ -94,6 +95,8 @@ def _setup(state) -> None:
 
 @bp.after_app_request
 def _security_headers(response):
+    if request.blueprint in TWILIO_ONLY_BLUEPRINTS:
+        return response
     headers = response.headers
     headers.setdefault("Content-Security-Policy", current_app.extensions.get("dashboard_csp", "default-src 'self'"))
     headers.setdefault("X-Frame-Options", "DENY")
