@@ -132,3 +132,14 @@ def test_logs_never_show_secrets_or_full_phone_numbers():
     assert "my-very-secret-token" not in line and "sk-proj-abcdefghijklmnop" not in line
     assert "+5511987654321" not in line and "4321" in line
     assert mask_phone("+5511987654321") == "+55 11 9****-4321"
+
+
+def test_every_environment_variable_read_is_documented_in_env_example():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    read = set(re.findall(r'env(?:\.get)?\(\s*(?:env,\s*)?"([A-Z_]+)"', (root / "app/config.py").read_text()))
+    read |= set(re.findall(r'_(?:str|int|float)\(env, "([A-Z_]+)"', (root / "app/config.py").read_text()))
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
+    assert read and read <= documented, f"undocumented: {sorted(read - documented)}"
