@@ -226,6 +226,9 @@ def _normalised(settings: Settings) -> Settings:
         raise ConfigError("GCS_BUCKET_NAME is required when MEDIA_BACKEND=gcs")
     if settings.workers < 1:
         raise ConfigError("WORKERS must be at least 1")
+    if settings.recovery_interval_seconds * 2 > settings.lease_seconds:
+        # The recovery loop renews the leases this process holds; it must run well within one.
+        raise ConfigError("the recovery interval must be at most half the lease length")
     if settings.coalesce_window_seconds < 0:
         raise ConfigError("COALESCE_WINDOW_SECONDS must not be negative")
     scheme, _, rest = settings.database_url.partition("://")

@@ -7,7 +7,7 @@ the executor then:
    so one user's messages are never processed concurrently, in any thread of any process;
 2. waits until the user has been quiet for COALESCE_WINDOW_SECONDS, then takes every
    pending inbound message as ONE turn;
-3. runs the pipeline, renewing the lease between stages;
+3. runs the pipeline; the recovery loop renews the leases this process holds;
 4. records the outcome: answered; or waiting for a retry with backoff (a holding message
    goes out once); or failed with its reason (an apology goes out);
 5. releases the lease and looks again, so a message that arrived meanwhile is not stranded.
@@ -92,6 +92,8 @@ class Inbox:
         self._scheduled: set[int] = set()
         self._scheduled_lock = threading.Lock()
         self._stop = threading.Event()
+        self._held: set[int] = set()  # users whose lease this process holds right now
+        self._held_lock = threading.Lock()
         self._recovery_thread: threading.Thread | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -112,6 +114,7 @@ class Inbox:
         last_maintenance = 0.0
         while not self._stop.is_set():
             try:
+                self._renew_held_leases()
                 self.recover()
                 if time.monotonic() - last_maintenance >= MAINTENANCE_INTERVAL_SECONDS:
                     last_maintenance = time.monotonic()
@@ -249,39 +252,39 @@ class Inbox:
                 )
                 .values(lease_owner=self.owner, lease_expires_at=now + self._lease_length())
             )
-            return result.rowcount == 1
+            claimed = result.rowcount == 1
+        if claimed:
+            with self._held_lock:
+                self._held.add(user_id)
+        return claimed
 
-    def _renew(self, user_id: int) -> None:
+    def _renew_held_leases(self) -> None:
+        """Extend every lease this process holds: one UPDATE per sweep, whatever a stage takes.
+
+        Runs from the recovery loop (every RECOVERY interval, well under the lease length), so a
+        long stage (several voice notes, a slow provider within its timeouts) keeps its user,
+        while a dead process stops renewing and its leases expire.
+        """
+        with self._held_lock:
+            held = list(self._held)
+        if not held:
+            return
         with self.db.session() as session:
             session.execute(
                 update(User)
-                .where(User.id == user_id, User.lease_owner == self.owner)
+                .where(User.id.in_(held), User.lease_owner == self.owner)
                 .values(lease_expires_at=utcnow() + self._lease_length())
             )
 
     def _release(self, user_id: int) -> None:
+        with self._held_lock:
+            self._held.discard(user_id)
         with self.db.session() as session:
             session.execute(
                 update(User)
                 .where(User.id == user_id, User.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires_at=None)
             )
-
-    def _lease_keeper(self, user_id: int):
-        """A between-stages hook that renews the lease once a quarter of it has gone by.
-
-        Renewing after every stage cost an UPDATE + commit each (about half the pipeline's own
-        overhead on PostgreSQL, bench_pipeline); a quarter leaves a wide margin before expiry.
-        """
-        last = time.monotonic()
-
-        def renew_if_due() -> None:
-            nonlocal last
-            if time.monotonic() - last >= self.settings.lease_seconds / 4:
-                self._renew(user_id)
-                last = time.monotonic()
-
-        return renew_if_due
 
     def _lease_length(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.settings.lease_seconds)
@@ -347,7 +350,6 @@ class Inbox:
             quiet_for = (utcnow() - newest).total_seconds()
             if quiet_for >= window:
                 return
-            self._renew(user_id)
             time.sleep(min(window - quiet_for + 0.01, window))
 
     def _take_turn(self, user_id: int) -> int | None:
@@ -399,7 +401,7 @@ class Inbox:
             return
         ctx.tmpdir = Path(tempfile.mkdtemp(prefix=f"turn{turn_id}-"))
         try:
-            run_pipeline(ctx, between_stages=self._lease_keeper(ctx.user.id))
+            run_pipeline(ctx)
         except RetryableTurnError as exc:
             self._retry_or_fail(ctx, exc.reason, exc.kind)
         except PermanentTurnError as exc:

@@ -237,3 +237,23 @@ def test_maintenance_closes_expired_handoffs_and_removes_old_media(make_app, tmp
         states = {h.reason: (h.status, h.closed_by) for h in session.scalars(select(Handoff))}
     assert states == {"old": ("closed", "expired"), "current": ("open", None)}
     assert not old_path.exists() and services.storage.path_for(fresh.key).exists()
+
+
+def test_a_stage_longer_than_the_lease_keeps_its_user(make_app, twilio_fake, monkeypatch):
+    """The recovery loop renews held leases: a second process must not take over a slow turn."""
+    runs = []
+
+    def slow_stage(ctx):
+        runs.append(ctx.turn_id)
+        time.sleep(2.5)  # more than twice the lease below
+
+    stages = list(pipeline.STAGES)
+    stages.insert(0, ("slow", slow_stage))
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    first = make_app(lease_seconds=1.0, recovery_interval_seconds=0.2)
+    second = make_app(lease_seconds=1.0, recovery_interval_seconds=0.2)
+    post_signed(first.test_client(), PATH, twilio_fake.inbound_form(body="Oi"), twilio_fake.auth_token)
+    wait_for(lambda: inbound_done(first, 1), timeout=20)
+    assert len(runs) == 1  # the second app's recovery sweeps never re-ran the turn
+    assert len(twilio_fake.sent) == 1
+    assert second.extensions["endrigo"].inbox.recover() == []

@@ -2,8 +2,7 @@
 
 Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
-attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds)
-and lets the inbox renew the user's lease between stages.
+attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
 ]
 
 
-def run_pipeline(ctx: TurnContext, between_stages: Callable[[], None] | None = None) -> None:
+def run_pipeline(ctx: TurnContext) -> None:
     """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail."""
     for name, stage in STAGES:
         started = time.perf_counter()
@@ -36,5 +35,3 @@ def run_pipeline(ctx: TurnContext, between_stages: Callable[[], None] | None = N
             # Stages that did nothing cost microseconds; keep only the ones that worked.
             if elapsed_ms >= 0.5 or name in ("answer", "send"):
                 ctx.timings[name] = round(elapsed_ms, 1)
-        if between_stages is not None:
-            between_stages()
