@@ -95,32 +95,51 @@ def _kind(form, media_type: str | None) -> str:
 
 
 # The webhook's hot path: plain SQL, valid on SQLite (3.35+) and PostgreSQL alike, run on
-# the pool's DBAPI connection. Building these statements through the ORM cost ~3x more per
-# request, and SQLAlchemy Core's execution layer still doubled the database time (bench_webhook).
-_UPSERT_USER = (
+# the pool's DBAPI connection, three statements per BATCH of messages whatever its size.
+# Building statements through the ORM cost ~3x more per request, SQLAlchemy Core's execution
+# layer doubled the database time, and one statement per row per message cost the
+# PostgreSQL server as much CPU as the app itself (bench_webhook).
+_UPSERT_USERS = (
     "INSERT INTO users (phone, channel, wa_id, profile_name, reply_mode, message_count, first_seen_at, last_seen_at)"
-    " VALUES (:phone, :channel, :wa_id, :profile_name, 'auto', 0, :now, :now)"
+    " VALUES {rows}"
     " ON CONFLICT (phone) DO UPDATE SET last_seen_at = excluded.last_seen_at,"
     " profile_name = COALESCE(excluded.profile_name, users.profile_name),"
     " wa_id = COALESCE(excluded.wa_id, users.wa_id)"
-    " RETURNING id"
+    " RETURNING id, phone"
 )
-_INSERT_MESSAGE = (
+_USER_ROW = "(:phone{i}, :channel{i}, :wa_id{i}, :profile_name{i}, 'auto', 0, :now, :now)"
+_INSERT_MESSAGES = (
     "INSERT INTO messages (user_id, direction, channel, kind, provider_sid, body, media_url, media_type,"
     " num_media, extra, status, created_at, updated_at)"
-    " VALUES (:user_id, 'in', :channel, :kind, :sid, :body, :media_url, :media_type, :num_media, :extra,"
-    " :status, :now, :now)"
-    " ON CONFLICT (provider_sid) DO NOTHING RETURNING id"
+    " VALUES {rows}"
+    " ON CONFLICT (provider_sid) DO NOTHING RETURNING provider_sid"
 )
-_COUNT_MESSAGE = "UPDATE users SET message_count = message_count + 1 WHERE id = :user_id"
+_MESSAGE_ROW = ("(:user_id{i}, 'in', :channel{i}, :kind{i}, :sid{i}, :body{i}, :media_url{i}, :media_type{i},"
+                " :num_media{i}, :extra{i}, :status, :now, :now)")
+_COUNT_MESSAGES = "UPDATE users SET message_count = message_count + CASE id {whens} END WHERE id IN ({ids})"
 
 
-@functools.lru_cache(maxsize=8)
-def _statements(dialect: str) -> tuple[str, str, str]:
-    """The three statements in the driver's parameter style (sqlite3 :name, psycopg2 %(name)s)."""
-    if dialect == "sqlite":
-        return _UPSERT_USER, _INSERT_MESSAGE, _COUNT_MESSAGE
-    return tuple(re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql) for sql in (_UPSERT_USER, _INSERT_MESSAGE, _COUNT_MESSAGE))
+def _driver_style(dialect: str, sql: str) -> str:
+    """sqlite3 takes :name parameters; psycopg2 wants %(name)s."""
+    return sql if dialect == "sqlite" else re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_users_sql(dialect: str, rows: int) -> str:
+    return _driver_style(dialect, _UPSERT_USERS.format(rows=", ".join(_USER_ROW.format(i=i) for i in range(rows))))
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_messages_sql(dialect: str, rows: int) -> str:
+    return _driver_style(dialect, _INSERT_MESSAGES.format(
+        rows=", ".join(_MESSAGE_ROW.format(i=i) for i in range(rows))))
+
+
+@functools.lru_cache(maxsize=256)
+def _count_messages_sql(dialect: str, users: int) -> str:
+    return _driver_style(dialect, _COUNT_MESSAGES.format(
+        whens=" ".join(f"WHEN :uid{i} THEN :n{i}" for i in range(users)),
+        ids=", ".join(f":uid{i}" for i in range(users))))
 
 
 def _timestamp(now, dialect: str):
@@ -139,26 +158,47 @@ def store_inbound(db, inbound: Inbound, channel: str) -> tuple[int, bool]:
 def _store_batch(db, items: list[tuple[Inbound, str]]) -> list[tuple[int, bool]]:
     """Store several inbound messages in ONE transaction (one commit: one fsync, one lock)."""
     dialect = db.engine.dialect.name
-    upsert_user, insert_message, count_message = _statements(dialect)
     now = _timestamp(utcnow(), dialect)
-    results: list[tuple[int, bool]] = []
+    # One row per phone (PostgreSQL refuses to upsert a row twice in one statement); the
+    # latest non-empty profile name and WhatsApp id of the batch win.
+    users: dict[str, dict] = {}
+    for inbound, channel in items:
+        row = users.setdefault(inbound.phone, {"phone": inbound.phone, "channel": channel,
+                                               "wa_id": None, "profile_name": None})
+        row["wa_id"] = inbound.wa_id or row["wa_id"]
+        row["profile_name"] = inbound.profile_name or row["profile_name"]
+    user_params: dict = {"now": now}
+    for i, row in enumerate(users.values()):
+        user_params.update({f"{key}{i}": value for key, value in row.items()})
     connection = db.engine.raw_connection()
     try:
         cursor = connection.cursor()
-        for inbound, channel in items:
-            cursor.execute(upsert_user, {"phone": inbound.phone, "channel": channel, "wa_id": inbound.wa_id,
-                                         "profile_name": inbound.profile_name, "now": now})
-            user_id = cursor.fetchone()[0]
-            cursor.execute(insert_message, {
-                "user_id": user_id, "channel": channel, "kind": inbound.kind, "sid": inbound.sid,
-                "body": inbound.body, "media_url": inbound.media_url, "media_type": inbound.media_type,
-                "num_media": inbound.num_media, "extra": json.dumps(inbound.extra) if inbound.extra else None,
-                "status": RECEIVED, "now": now,
+        cursor.execute(_upsert_users_sql(dialect, len(users)), user_params)
+        user_ids = {phone: user_id for user_id, phone in cursor.fetchall()}
+        message_params: dict = {"now": now, "status": RECEIVED}
+        for i, (inbound, channel) in enumerate(items):
+            message_params.update({
+                f"user_id{i}": user_ids[inbound.phone], f"channel{i}": channel, f"kind{i}": inbound.kind,
+                f"sid{i}": inbound.sid, f"body{i}": inbound.body, f"media_url{i}": inbound.media_url,
+                f"media_type{i}": inbound.media_type, f"num_media{i}": inbound.num_media,
+                f"extra{i}": json.dumps(inbound.extra) if inbound.extra else None,
             })
-            created = cursor.fetchone() is not None
+        cursor.execute(_insert_messages_sql(dialect, len(items)), message_params)
+        inserted = {row[0] for row in cursor.fetchall()}
+        results: list[tuple[int, bool]] = []
+        per_user: dict[int, int] = {}
+        for inbound, _channel in items:
+            created = inbound.sid in inserted
+            inserted.discard(inbound.sid)  # a repeat inside the batch is a duplicate too
+            user_id = user_ids[inbound.phone]
             if created:
-                cursor.execute(count_message, {"user_id": user_id})
+                per_user[user_id] = per_user.get(user_id, 0) + 1
             results.append((user_id, created))
+        if per_user:
+            count_params = {}
+            for i, (user_id, n) in enumerate(per_user.items()):
+                count_params.update({f"uid{i}": user_id, f"n{i}": n})
+            cursor.execute(_count_messages_sql(dialect, len(per_user)), count_params)
         connection.commit()
         cursor.close()
     except BaseException:

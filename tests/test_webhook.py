@@ -215,3 +215,25 @@ def test_group_commit_under_concurrency_stores_each_sid_once_and_counts_right(ap
     assert count(app, Message) == 40
     with app.extensions["endrigo"].db.session() as session:
         assert sorted(session.scalars(select(User.message_count))) == [10, 10, 10, 10]
+
+
+def test_one_batch_with_repeated_users_and_sids_is_stored_right(app):
+    """Three statements for a whole batch: repeated phones share a user, a repeated sid is a duplicate."""
+    from app.inbound import Inbound, _store_batch
+
+    def item(sid, phone, name):
+        return Inbound(sid=sid, phone=phone, wa_id=None, profile_name=name, body="oi", kind="text",
+                       media_url=None, media_type=None, num_media=0), "whatsapp"
+
+    db = app.extensions["endrigo"].db
+    first = _store_batch(db, [item("SM" + "1" * 32, "+5511900000001", "Ana")])
+    batch = [item("SM" + "2" * 32, "+5511900000001", "Ana Paula"), item("SM" + "3" * 32, "+5511900000002", "Bia"),
+             item("SM" + "2" * 32, "+5511900000001", "Ana Paula"), item("SM" + "1" * 32, "+5511900000001", "Ana"),
+             item("SM" + "4" * 32, "+5511900000002", None)]
+    results = _store_batch(db, batch)
+    ana, bia = first[0][0], results[1][0]
+    assert results == [(ana, True), (bia, True), (ana, False), (ana, False), (bia, True)]
+    with db.session() as session:
+        users = {u.phone: (u.message_count, u.profile_name) for u in session.scalars(select(User))}
+    assert users == {"+5511900000001": (2, "Ana"), "+5511900000002": (2, "Bia")}
+    assert count(app, Message) == 4
