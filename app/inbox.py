@@ -428,10 +428,7 @@ class Inbox:
             turn.attempts += 1
             attempt = turn.attempts
             reply_text = turn.reply_text
-            snapshot = UserSnapshot(
-                id=user.id, phone=user.phone, channel=user.channel, name=user.display_name,
-                reply_mode=user.reply_mode, message_count=user.message_count, first_seen_at=user.first_seen_at,
-            )
+            snapshot = UserSnapshot.of(user)
         if not messages:
             self._finish_empty(turn_id)
             return None

@@ -46,6 +46,12 @@ class UserSnapshot:
     message_count: int
     first_seen_at: dt.datetime
 
+    @classmethod
+    def of(cls, user) -> "UserSnapshot":
+        """Snapshot of a ``models.User`` row."""
+        return cls(id=user.id, phone=user.phone, channel=user.channel, name=user.display_name,
+                   reply_mode=user.reply_mode, message_count=user.message_count, first_seen_at=user.first_seen_at)
+
 
 @dataclass
 class InboundItem:

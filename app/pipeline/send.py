@@ -116,9 +116,7 @@ def send_text_fallback(services, turn_id: int) -> None:
         turn = session.get(Turn, turn_id)
         user = session.get(User, turn.user_id)
         text = turn.reply_text
-        snapshot = UserSnapshot(id=user.id, phone=user.phone, channel=user.channel, name=user.display_name,
-                                reply_mode=user.reply_mode, message_count=user.message_count,
-                                first_seen_at=user.first_seen_at)
+        snapshot = UserSnapshot.of(user)
     if not text:
         return
     limit = channel_for(services, snapshot).max_body_chars
