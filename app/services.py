@@ -33,9 +33,14 @@ class Services:
     def public_base_url(self) -> str | None:
         return self.settings.public_base_url or self._observed_base_url
 
-    def status_callback_url(self) -> str | None:
+    def status_callback_url(self, outbound_row_id: int | None = None) -> str | None:
+        """Where Twilio reports delivery. The row id in the query lets a callback that arrives
+        before we recorded the message's SID still find its row (Twilio signs the query too)."""
         base = self.public_base_url()
-        return f"{base}/webhook/whatsapp/status" if base else None
+        if not base:
+            return None
+        url = f"{base}/webhook/whatsapp/status"
+        return f"{url}?row={outbound_row_id}" if outbound_row_id is not None else url
 
     @cached_property
     def inbound_writer(self):

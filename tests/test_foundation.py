@@ -77,7 +77,7 @@ def _sent_reply(app, twilio_fake):
 def test_status_callbacks_update_the_outbound_row_in_order(make_app, twilio_fake):
     app = make_app()
     sent = _sent_reply(app, twilio_fake)
-    assert sent["status_callback"] == "https://bot.example.com/webhook/whatsapp/status"
+    assert sent["status_callback"].startswith("https://bot.example.com/webhook/whatsapp/status?row=")
     client = app.test_client()
 
     def status_of():
@@ -143,3 +143,35 @@ def test_every_environment_variable_read_is_documented_in_env_example():
     read |= set(re.findall(r'_(?:str|int|float)\(env, "([A-Z_]+)"', (root / "app/config.py").read_text()))
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
     assert read and read <= documented, f"undocumented: {sorted(read - documented)}"
+
+
+def test_a_status_callback_that_beats_the_recorded_sid_still_finds_its_row(make_app, twilio_fake):
+    """Twilio may call back before we stored the SID it gave us: the row id in the URL finds it."""
+    from app.db import utcnow
+    from app.models import User
+    from app.pipeline.send import _finish_part
+
+    app = make_app(start_workers=False)
+    services = app.extensions["endrigo"]
+    with services.db.session() as session:
+        user = User(phone="+5511912345678", first_seen_at=utcnow(), last_seen_at=utcnow())
+        session.add(user)
+        session.flush()
+        row = Message(user_id=user.id, direction="out", channel="whatsapp", kind="text", body="oi",
+                      status="sending", part_index=0)
+        session.add(row)
+        session.flush()
+        row_id = row.id
+    sid = "SM" + "7" * 32
+    callback = services.status_callback_url(row_id)
+    path = callback.replace("https://bot.example.com", "")
+    form = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": twilio_fake.account_sid}
+    assert post_signed(app.test_client(), path, form, twilio_fake.auth_token).status_code == 200
+    assert (_row(app, sid).id, _row(app, sid).status) == (row_id, "delivered")
+    # Our own bookkeeping, arriving later with Twilio's first answer ("queued"), keeps the news.
+    _finish_part(services, row_id, status="queued", sid=sid)
+    assert _row(app, sid).status == "delivered"
+    # A forged row id is useless: the signature covers the query string.
+    forged = app.test_client().post(path.replace(f"row={row_id}", f"row={row_id + 1}"), data=form,
+                                    headers={"X-Twilio-Signature": twilio_fake.sign(callback, form)})
+    assert forged.status_code == 403

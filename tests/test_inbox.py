@@ -179,11 +179,11 @@ def test_a_part_already_sent_is_not_sent_again_on_retry(make_app, twilio_fake, m
     original_send = TwilioChannel.send_part
     calls = {"n": 0}
 
-    def send_then_break(self, user, part):
+    def send_then_break(self, user, part, row_id):
         calls["n"] += 1
         if calls["n"] == 2:  # Twilio answers 500 to the second part, once
             twilio_fake.fail_next(status=500, times=1)
-        return original_send(self, user, part)
+        return original_send(self, user, part, row_id)
 
     monkeypatch.setattr(TwilioChannel, "send_part", send_then_break)
     app = make_app(retry_backoff_seconds=(0.2,))

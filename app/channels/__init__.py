@@ -17,7 +17,7 @@ class Channel(Protocol):
     name: str
     max_body_chars: int
 
-    def send_part(self, user: UserSnapshot, part: OutboundPart) -> SentMessage: ...
+    def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage: ...
 
 
 def channel_for(services, user: UserSnapshot) -> Channel:

@@ -20,5 +20,5 @@ class SimulatorChannel:
     # Same limit as WhatsApp, so the simulator shows the split a real user would get.
     max_body_chars = MAX_BODY_CHARS
 
-    def send_part(self, user: UserSnapshot, part: OutboundPart) -> SentMessage:
+    def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage:
         return SentMessage(sid="SIM" + secrets.token_hex(16), status="delivered")

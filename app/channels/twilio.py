@@ -88,8 +88,8 @@ class TwilioChannel:
     def __init__(self, services):
         self.services = services
 
-    def send_part(self, user: UserSnapshot, part: OutboundPart) -> SentMessage:
-        callback = self.services.status_callback_url()
+    def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage:
+        callback = self.services.status_callback_url(row_id)
         return self.services.twilio.send(
             f"whatsapp:{user.phone}",
             body=part.body,

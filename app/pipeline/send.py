@@ -63,7 +63,7 @@ def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart
         if row_id is None:
             continue
         try:
-            sent = channel.send_part(user, part)
+            sent = channel.send_part(user, part, row_id)
         except TwilioSendError as exc:
             _finish_part(services, row_id, status="failed", error=exc.reason, error_code=exc.code)
             services.provider_health.error("twilio", exc.reason)
@@ -102,7 +102,8 @@ def _finish_part(services, row_id: int, *, status: str, sid: str | None = None,
                  error: str | None = None, error_code: str | None = None) -> None:
     with services.db.session() as session:
         row = session.get(Message, row_id)
-        row.status = status
+        if row.status == SENDING or error is not None:
+            row.status = status  # unless a status callback got here first with newer news
         if sid:
             row.provider_sid = sid
         row.error, row.error_code = error, error_code

@@ -95,17 +95,30 @@ def status_callback():
     error_code = (request.form.get("ErrorCode") or "").strip() or None
     with work_context(sid):
         fallback_turn = record_delivery_status(services().db, sid, status, error_code,
-                                               request.form.get("ErrorMessage"))
+                                               request.form.get("ErrorMessage"), _row_id(request.args.get("row")))
         if fallback_turn is not None:
             services().inbox.submit(send_text_fallback, services(), fallback_turn)
     return twiml()
 
 
+def _row_id(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
 def record_delivery_status(db, sid: str, status: str, error_code: str | None,
-                           error_message: str | None) -> int | None:
-    """Update the outbound row; return the turn id when its voice note failed and text must follow."""
+                           error_message: str | None, row_id: int | None = None) -> int | None:
+    """Update the outbound row; return the turn id when its voice note failed and text must follow.
+
+    The row is found by Twilio's SID, or - when the callback beats us to recording that SID -
+    by the row id our StatusCallback URL carries.
+    """
     with db.session() as session:
         row = session.scalar(select(Message).where(Message.provider_sid == sid, Message.direction == "out"))
+        if row is None and row_id is not None:
+            row = session.scalar(select(Message).where(
+                Message.id == row_id, Message.direction == "out", Message.provider_sid.is_(None)))
+            if row is not None:
+                row.provider_sid = sid
         if row is None:
             log.info("status %s for an unknown MessageSid", status)
             return None
