@@ -219,7 +219,7 @@ def gcs_emulator():
 
 
 @pytest.fixture(scope="module")
-def test_signing_credentials():
+def signing_credentials():
     """Service-account credentials around an RSA key made here; the emulator does not verify."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -249,10 +249,10 @@ def gcs_settings(gcs_emulator, monkeypatch, tmp_path):
     return factory
 
 
-def test_gcs_upload_has_content_type_and_signed_url_fetches_it(gcs_settings, gcs_emulator, test_signing_credentials):
+def test_gcs_upload_has_content_type_and_signed_url_fetches_it(gcs_settings, gcs_emulator, signing_credentials):
     from google.auth.credentials import AnonymousCredentials
 
-    store = GCSStorage(gcs_settings(), signing_credentials=test_signing_credentials)
+    store = GCSStorage(gcs_settings(), signing_credentials=signing_credentials)
     note = samples.speech_like_ogg(1.0)
 
     stored = store.save(note, "audio/ogg", ".ogg")
