@@ -83,3 +83,10 @@ class Services:
         from app.provider_health import ProviderHealth
 
         return ProviderHealth(self.db)
+
+
+def current_services() -> Services:
+    """The Services of the app handling the current request."""
+    from flask import current_app
+
+    return current_app.extensions["endrigo"]

@@ -23,16 +23,9 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import (
-    current_app,
-    flash,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
+
+from app.services import current_services
 
 MAX_FAILURES_PER_IP = 5
 MAX_FAILURES_GLOBAL = 100
@@ -100,7 +93,7 @@ class LoginRateLimiter:
 # ---- state ---------------------------------------------------------------------------------
 
 def _settings():
-    return current_app.extensions["endrigo"].settings
+    return current_services().settings
 
 
 def password_configured() -> bool:

@@ -28,6 +28,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import Markup, escape
 
 from app.redaction import mask_phone
+from app.services import current_services
 from app.stats import to_local
 from app.web import auth
 
@@ -155,7 +156,7 @@ def icon(name: str, css_class: str = "", size: int = 16) -> Markup:
 
 @bp.app_context_processor
 def _template_context() -> dict:
-    services = current_app.extensions["endrigo"]
+    services = current_services()
     return {
         "logged_in": auth.is_logged_in() if services.settings.dashboard_password else False,
         "password_configured": bool(services.settings.dashboard_password),

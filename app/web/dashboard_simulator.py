@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import secrets
 
-from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import flash, jsonify, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
 from app.models import PROCESSING, RECEIVED, Message, User
+from app.services import current_services
 from app.simulator import SimulatorInputError, simulate_message, simulator_phone
 from app.web.auth import json_endpoint
 from app.web.dashboard import bp
@@ -23,10 +24,6 @@ from app.web.dashboard_views import playable_audio_url
 
 SESSION_KEY = "sim_key"
 POLL_LIMIT = 100
-
-
-def _services():
-    return current_app.extensions["endrigo"]
 
 
 def _session_key(create: bool = True) -> str | None:
@@ -44,7 +41,7 @@ def _wants_json() -> bool:
 def simulator():
     key = _session_key()
     return render_template("simulator.html", phone=simulator_phone(key),
-                           max_mb=_services().settings.max_media_bytes // (1024 * 1024))
+                           max_mb=current_services().settings.max_media_bytes // (1024 * 1024))
 
 
 @bp.post("/simulator/messages")
@@ -53,7 +50,7 @@ def simulator_send():
     audio_file = request.files.get("audio")
     audio = audio_file.read() if audio_file and audio_file.filename else None
     try:
-        user_id = simulate_message(_services(), _session_key(), text=request.form.get("text"), audio=audio)
+        user_id = simulate_message(current_services(), _session_key(), text=request.form.get("text"), audio=audio)
     except SimulatorInputError as exc:
         if _wants_json():
             return jsonify(ok=False, error=str(exc)), 400
@@ -92,7 +89,7 @@ def simulator_messages():
     empty = jsonify(messages=[], waiting=False)
     if not key:
         return empty
-    with _services().db.session() as session_:
+    with current_services().db.session() as session_:
         user_id = session_.scalar(select(User.id).where(User.phone == simulator_phone(key)))
         if user_id is None:
             return empty

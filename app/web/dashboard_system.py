@@ -21,6 +21,7 @@ from flask import current_app, jsonify, render_template, request
 
 import app as app_package
 from app.redaction import mask_phone, redact
+from app.services import current_services
 from app.web.auth import json_endpoint, public
 from app.web.dashboard import bp
 
@@ -44,13 +45,9 @@ WEBHOOKS = (
 )
 
 
-def _services():
-    return current_app.extensions["endrigo"]
-
-
 def base_url() -> str:
     """The public origin: PUBLIC_BASE_URL, else what Twilio called, else this request's origin."""
-    return (_services().public_base_url() or request.host_url).rstrip("/")
+    return (current_services().public_base_url() or request.host_url).rstrip("/")
 
 
 def webhooks() -> list[dict]:
@@ -68,7 +65,7 @@ def _provider_state(snapshot: dict, name: str, configured: bool) -> tuple[str, d
 
 def components() -> list[dict]:
     """One dict per part, for the status cards and /system/advanced-status."""
-    services = _services()
+    services = current_services()
     settings = services.settings
     try:
         snapshot = services.provider_health.snapshot()
@@ -131,7 +128,7 @@ FEATURES = (
 @bp.get("/")
 @public
 def status():
-    services = _services()
+    services = current_services()
     return render_template(
         "status.html", components=components(), webhooks=webhooks(), features=FEATURES,
         version=app_package.__version__, uptime_seconds=int(time.time() - services.started_at),
@@ -148,7 +145,7 @@ def upgrade_webhook():
         recommended=next(h for h in hooks if h["path"] == "/webhook/whatsapp"),
         status_callback=next(h for h in hooks if h["path"] == "/webhook/whatsapp/status"),
         webhooks=hooks,
-        base_url_source="PUBLIC_BASE_URL" if _services().settings.public_base_url else "request",
+        base_url_source="PUBLIC_BASE_URL" if current_services().settings.public_base_url else "request",
         instructions=("No Console da Twilio (Messaging > WhatsApp senders ou Sandbox), cole a URL "
                       "recomendada em 'A message comes in' (HTTP POST) e a de status em 'Status callback URL'."),
     )
@@ -211,7 +208,7 @@ def config_summary(settings) -> dict:
 @bp.get("/system/advanced-status")
 @json_endpoint
 def advanced_status():
-    services = _services()
+    services = current_services()
     try:
         depth = services.inbox.depth()
     except Exception:  # noqa: BLE001 - report the rest even when the database is down
@@ -233,7 +230,7 @@ def advanced_status():
 @bp.get("/system/realtime-status")
 @json_endpoint
 def realtime_status():
-    settings = _services().settings
+    settings = current_services().settings
     return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
                    openai_configured=bool(settings.openai_api_key))
 

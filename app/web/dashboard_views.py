@@ -19,13 +19,14 @@ import math
 import re
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask import abort, flash, jsonify, redirect, render_template, request, send_file, url_for
 from sqlalchemy import func, or_, select, true, update
 
 from app.clients.storage import LocalStorage, MediaTokenExpired, MediaTokenInvalid
 from app.db import utcnow
 from app.models import TURN_FAILED, Handoff, Lead, Message, Turn, User
 from app.redaction import redact
+from app.services import current_services
 from app.simulator import UPLOAD_SCHEME, SimulatorInputError, upload_path
 from app.stats import STAGES, compute_stats
 from app.web.auth import json_endpoint, safe_next
@@ -36,10 +37,6 @@ TRANSCRIPT_PAGE = 200
 LEADS_PAGE = 50
 _UPLOAD_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "m4a": "audio/mp4",
                  "aac": "audio/aac", "amr": "audio/amr", "webm": "audio/webm", "flac": "audio/flac"}
-
-
-def _services():
-    return current_app.extensions["endrigo"]
 
 
 @bp.app_template_filter("redact")
@@ -58,7 +55,7 @@ def _page_arg() -> int:
 
 @bp.get("/stats")
 def stats():
-    data = compute_stats(_services().db)
+    data = compute_stats(current_services().db)
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         return jsonify(data)
     return render_template("stats.html", stats=data, stages=STAGES)
@@ -67,7 +64,7 @@ def stats():
 @bp.get("/stats.json")
 @json_endpoint
 def stats_json():
-    return jsonify(compute_stats(_services().db))
+    return jsonify(compute_stats(current_services().db))
 
 
 # ---- audio URLs --------------------------------------------------------------------------------
@@ -96,7 +93,7 @@ def playable_audio_url(message: Message) -> str | None:
         if url.startswith(UPLOAD_SCHEME):
             return url_for("dashboard.inbound_audio", message_id=message.id)
         return None  # Twilio-hosted: needs our credentials; the transcription is shown instead
-    storage = _services().storage
+    storage = current_services().storage
     if isinstance(storage, LocalStorage):
         path = urlsplit(url).path
         if not path.startswith("/media/"):
@@ -111,12 +108,12 @@ def playable_audio_url(message: Message) -> str | None:
 
 @bp.get("/audio/inbound/<int:message_id>")
 def inbound_audio(message_id: int):
-    with _services().db.session() as session:
+    with current_services().db.session() as session:
         message = session.get(Message, message_id)
     if message is None or message.direction != "in" or not (message.media_url or "").startswith(UPLOAD_SCHEME):
         abort(404)
     try:
-        path = upload_path(_services().settings, message.media_url)
+        path = upload_path(current_services().settings, message.media_url)
     except SimulatorInputError:
         abort(404)
     if not path.is_file():
@@ -149,7 +146,7 @@ def conversations():
     query = (request.args.get("q") or "").strip()[:64]
     page = _page_arg()
     condition = _search_filter(query) if query else None
-    with _services().db.session() as session:
+    with current_services().db.session() as session:
         count = select(func.count()).select_from(User)
         rows = select(User).order_by(User.last_seen_at.desc(), User.id.desc())
         if condition is not None:
@@ -168,7 +165,7 @@ def conversations():
 @bp.get("/conversations/<int:user_id>")
 def transcript(user_id: int):
     before = request.args.get("before", type=int)
-    with _services().db.session() as session:
+    with current_services().db.session() as session:
         user = session.get(User, user_id)
         if user is None:
             abort(404)
@@ -201,7 +198,7 @@ def transcript(user_id: int):
 
 @bp.post("/turns/<int:turn_id>/retry")
 def retry_turn(turn_id: int):
-    services = _services()
+    services = current_services()
     with services.db.session() as session:
         turn = session.get(Turn, turn_id)
         if turn is None:
@@ -219,7 +216,7 @@ def retry_turn(turn_id: int):
 @bp.get("/leads")
 def leads():
     page = _page_arg()
-    with _services().db.session() as session:
+    with current_services().db.session() as session:
         total = session.scalar(select(func.count()).select_from(Lead)) or 0
         pages = max(1, math.ceil(total / LEADS_PAGE))
         page = min(page, pages)
@@ -238,7 +235,7 @@ def handoffs():
     status = request.args.get("status", "open")
     status = status if status in HANDOFF_FILTERS else "open"
     page = _page_arg()
-    with _services().db.session() as session:
+    with current_services().db.session() as session:
         condition = true() if status == "all" else Handoff.status == status
         total = session.scalar(select(func.count()).select_from(Handoff).where(condition)) or 0
         pages = max(1, math.ceil(total / LEADS_PAGE))
@@ -255,7 +252,7 @@ def handoffs():
 
 @bp.post("/handoffs/<int:handoff_id>/close")
 def close_handoff(handoff_id: int):
-    with _services().db.session() as session:
+    with current_services().db.session() as session:
         # One UPDATE guarded by the status: two operators clicking at once close it once.
         closed = session.execute(
             update(Handoff).where(Handoff.id == handoff_id, Handoff.status == "open")

@@ -8,9 +8,10 @@ can be reached. Twilio reads the Content-Type to decide how WhatsApp shows the a
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, send_file
+from flask import Blueprint, Response, abort, send_file
 
 from app.clients.storage import LocalStorage, MediaTokenExpired, MediaTokenInvalid
+from app.services import current_services
 
 bp = Blueprint("media", __name__)
 
@@ -19,7 +20,7 @@ MAX_TOKEN_LENGTH = 512
 
 
 def _local_storage() -> LocalStorage:
-    storage = current_app.extensions["endrigo"].storage
+    storage = current_services().storage
     if not isinstance(storage, LocalStorage):
         abort(404)  # GCS serves its own URLs; this route has nothing to serve
     return storage

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 import app as app_package
+from app.services import current_services
 
 bp = Blueprint("system", __name__)
 
@@ -21,7 +22,7 @@ def providers_configured(settings) -> dict[str, bool]:
 
 @bp.get("/health")
 def health():
-    services = current_app.extensions["endrigo"]
+    services = current_services()
     settings = services.settings
     database_ok = services.db.ping()
     depth = None

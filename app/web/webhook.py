@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, request
 from sqlalchemy import select
 
 from app.clients.twilio_client import SIGNATURE_SETTINGS_HEADER
@@ -20,14 +20,11 @@ from app.logging import work_context
 from app.models import FAILED_DELIVERY_STATUSES, Message
 from app.pipeline.send import send_text_fallback
 from app.redaction import mask_phone
+from app.services import current_services
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("webhook", __name__)
-
-
-def services():
-    return current_app.extensions["endrigo"]
 
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -37,7 +34,7 @@ _STATUS_RANK = {"sending": 0, "accepted": 1, "scheduled": 1, "queued": 2, "sent"
 
 def public_request_url() -> str:
     """The URL Twilio called, as Twilio saw it: public origin + the raw path and query as sent."""
-    base = services().settings.public_base_url or request.host_url.rstrip("/")
+    base = current_services().settings.public_base_url or request.host_url.rstrip("/")
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
     if not raw:
         raw = quote(request.environ.get("SCRIPT_NAME", "") + request.path)
@@ -49,7 +46,7 @@ def public_request_url() -> str:
 
 
 def verify_signature() -> None:
-    svc = services()
+    svc = current_services()
     if not svc.settings.twilio_validate_signature:
         return
     signature = request.headers.get("X-Twilio-Signature")
@@ -76,12 +73,12 @@ def inbound_message():
     except BadWebhook as exc:
         return Response(str(exc), status=400, mimetype="text/plain")
     with work_context(inbound.sid):
-        user_id, created = services().inbound_writer.store(inbound, channel="whatsapp")
+        user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
         if not created:
             log.info("duplicate MessageSid ignored")
             return twiml()
         log.info("inbound %s from %s stored", inbound.kind, mask_phone(inbound.phone))
-        services().inbox.notify(user_id)
+        current_services().inbox.notify(user_id)
     return twiml()
 
 
@@ -94,10 +91,10 @@ def status_callback():
         return Response("MessageSid and MessageStatus are required", status=400, mimetype="text/plain")
     error_code = (request.form.get("ErrorCode") or "").strip() or None
     with work_context(sid):
-        fallback_turn = record_delivery_status(services().db, sid, status, error_code,
+        fallback_turn = record_delivery_status(current_services().db, sid, status, error_code,
                                                request.form.get("ErrorMessage"), _row_id(request.args.get("row")))
         if fallback_turn is not None:
-            services().inbox.submit(send_text_fallback, services(), fallback_turn)
+            current_services().inbox.submit(send_text_fallback, current_services(), fallback_turn)
     return twiml()
 
 
