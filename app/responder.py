@@ -29,18 +29,11 @@ from sqlalchemy import select
 
 from app.clients.openai_client import classify_openai_error
 from app.knowledge import load_persona
+from app.localtime import now_local, to_local
 from app.models import TURN_ANSWERED, Message, Turn
 from app.pipeline.context import Passage, PermanentTurnError, RetryableTurnError, TurnContext, UserSnapshot
 from app.pipeline.speak import voice_reply_due
-from app.tools import (
-    REPLY_MODE_LABELS,
-    WEEKDAYS_PT,
-    ToolContext,
-    execute,
-    now_in_sao_paulo,
-    to_sao_paulo,
-    tool_definitions,
-)
+from app.tools import REPLY_MODE_LABELS, WEEKDAYS_PT, ToolContext, execute, tool_definitions
 from app.whatsapp_format import to_whatsapp
 
 MAX_TOOL_ROUNDS = 4
@@ -192,7 +185,7 @@ def format_passages(passages: list[Passage]) -> str:
 
 def format_profile(user: UserSnapshot, by_voice: bool = False) -> str:
     name = " ".join((user.name or "").split())[:PROFILE_NAME_MAX_CHARS] or "ainda não sabemos"
-    first = to_sao_paulo(user.first_seen_at).strftime("%d/%m/%Y") if user.first_seen_at else "hoje"
+    first = to_local(user.first_seen_at).strftime("%d/%m/%Y") if user.first_seen_at else "hoje"
     mode = REPLY_MODE_LABELS.get(user.reply_mode, user.reply_mode)
     return (
         f"- Nome: {name}\n"
@@ -204,7 +197,7 @@ def format_profile(user: UserSnapshot, by_voice: bool = False) -> str:
 
 
 def format_datetime() -> str:
-    now = now_in_sao_paulo()
+    now = now_local()
     return f"{WEEKDAYS_PT[now.weekday()]}, {now.strftime('%d/%m/%Y %H:%M')}"
 
 

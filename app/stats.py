@@ -32,11 +32,9 @@ import numpy as np
 from sqlalchemy import Integer, Text, case, cast, func, literal, select, union_all
 
 from app.db import utcnow
+from app.localtime import TIMEZONE_LABEL, local_midnight_utc, to_local
 from app.models import TURN_ANSWERED, Handoff, Lead, Message, Turn, User
 
-LOCAL_OFFSET = dt.timedelta(hours=-3)
-LOCAL_TZ = dt.timezone(LOCAL_OFFSET, "BRT")
-TIMEZONE_LABEL = "America/Sao_Paulo (UTC-03:00)"
 WINDOW_DAYS = 30
 ACTIVE_DAYS = 7
 LATENCY_SAMPLE = 5000
@@ -45,18 +43,6 @@ LATENCY_KEYS = STAGES + ("end_to_end",)
 # Statuses the delivery chart always shows (zero when absent), in the order they happen.
 DELIVERY_STATUSES = ("sent", "delivered", "read", "failed")
 SIMULATOR = "simulator"
-
-
-def to_local(value: dt.datetime | None) -> dt.datetime | None:
-    """A stored naive-UTC timestamp as an aware Brazilian local time."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.timezone.utc).astimezone(LOCAL_TZ)
-
-
-def local_midnight_utc(day: dt.date) -> dt.datetime:
-    """The naive-UTC instant at which local ``day`` starts."""
-    return dt.datetime.combine(day, dt.time()) - LOCAL_OFFSET
 
 
 def percentiles(values: list[float]) -> dict:

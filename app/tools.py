@@ -22,11 +22,11 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import or_, select
 
 from app.db import utcnow
+from app.localtime import now_local, to_local
 from app.models import Handoff, Lead, User
 
 log = logging.getLogger(__name__)
@@ -48,27 +48,6 @@ REPLY_MODE_LABELS = {
     "auto": "automática (áudio quando a pessoa manda áudio, texto nos outros casos)",
 }
 WEEKDAYS_PT = ("segunda-feira", "terça-feira", "quarta-feira", "quinta-feira", "sexta-feira", "sábado", "domingo")
-
-
-def sao_paulo_zone() -> dt.tzinfo:
-    """America/Sao_Paulo; Brazil has had no daylight saving time since 2019, so UTC-3 is exact
-    where the system has no time-zone database (slim images without tzdata)."""
-    try:
-        return ZoneInfo("America/Sao_Paulo")
-    except ZoneInfoNotFoundError:
-        return dt.timezone(dt.timedelta(hours=-3), "BRT")
-
-
-SAO_PAULO = sao_paulo_zone()
-
-
-def now_in_sao_paulo() -> dt.datetime:
-    return dt.datetime.now(SAO_PAULO)
-
-
-def to_sao_paulo(naive_utc: dt.datetime) -> dt.datetime:
-    """Our database keeps naive UTC; people read Brasília time."""
-    return naive_utc.replace(tzinfo=dt.timezone.utc).astimezone(SAO_PAULO)
 
 
 class ToolArgumentError(ValueError):
@@ -311,14 +290,14 @@ def request_human_handoff(tc: ToolContext, args: dict) -> dict:
     tc.handoff_opened = True
     return {
         "ok": True, "handoff_id": handoff_id, "already_open": already_open,
-        "expires_at": to_sao_paulo(expires_at).isoformat(timespec="minutes") if expires_at else None,
+        "expires_at": to_local(expires_at).isoformat(timespec="minutes") if expires_at else None,
         "instructions": "Avise a pessoa que alguém da equipe vai continuar a conversa por aqui. "
                         "Até lá, o assistente não responde mais a esta pessoa.",
     }
 
 
 def get_current_datetime(tc: ToolContext, args: dict) -> dict:
-    now = now_in_sao_paulo()
+    now = now_local()
     return {"iso": now.isoformat(timespec="seconds"), "weekday": WEEKDAYS_PT[now.weekday()],
             "date": now.strftime("%d/%m/%Y"), "time": now.strftime("%H:%M"), "timezone": "America/Sao_Paulo"}
 
@@ -327,7 +306,7 @@ def profile_of(user: User) -> dict:
     """The profile the model may know: this user's name, first contact, count and reply preference."""
     return {
         "name": user.display_name,
-        "first_contact": to_sao_paulo(user.first_seen_at).date().isoformat() if user.first_seen_at else None,
+        "first_contact": to_local(user.first_seen_at).date().isoformat() if user.first_seen_at else None,
         "message_count": user.message_count,
         "reply_preference": user.reply_mode,
     }
@@ -451,6 +430,5 @@ def _parse_arguments(arguments_json: str | None) -> dict:
 
 __all__ = [
     "TOOLS", "Tool", "ToolArgumentError", "ToolContext", "ToolResult", "execute", "normalize_email",
-    "normalize_person_name", "normalize_phone", "now_in_sao_paulo", "profile_of", "to_sao_paulo",
-    "tool_definitions",
+    "normalize_person_name", "normalize_phone", "profile_of", "tool_definitions",
 ]

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import utcnow
+from app.localtime import SAO_PAULO
 from app.models import Handoff, Lead, User
 from app.pipeline.context import UserSnapshot
 from app.tools import (
-    SAO_PAULO,
     TOOLS,
     ToolArgumentError,
     ToolContext,

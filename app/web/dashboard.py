@@ -27,9 +27,9 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import Markup, escape
 
+from app.localtime import to_local
 from app.redaction import mask_phone
 from app.services import current_services
-from app.stats import to_local
 from app.web import auth
 
 bp = Blueprint("dashboard", __name__)
