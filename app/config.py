@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -139,8 +139,6 @@ class Settings:
     # INBOX_ENABLED=false: accept and store webhooks without processing them (benchmarks of
     # ingestion, maintenance windows); tests use it to drive the inbox by hand.
     start_workers: bool = True
-
-    extra: dict = field(default_factory=dict, compare=False)
 
     # ---- derived -------------------------------------------------------------------
     @property

@@ -6,8 +6,7 @@ unused provider costs nothing at start-up.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from app.config import Settings
@@ -21,7 +20,6 @@ class Services:
     started_at: float = 0.0
     inbox: object = None
     _observed_base_url: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def remember_base_url(self, url_twilio_called: str) -> None:
         """Without PUBLIC_BASE_URL, the origin of a validly signed webhook is our public origin."""
