@@ -162,7 +162,8 @@ def embed_missing(plan: Plan, settings, model: str, batch_size: int) -> int:
     """Fill ``plan.vectors`` for the chunks to embed, in batches, with a progress bar."""
     from tqdm import tqdm
 
-    from app.clients.openai_client import OpenAIGateway, classify_openai_error
+    from app.clients.errors import GatewayError
+    from app.clients.openai_client import OpenAIGateway
 
     todo = plan.to_embed
     if not todo:
@@ -173,8 +174,8 @@ def embed_missing(plan: Plan, settings, model: str, batch_size: int) -> int:
             batch = todo[start:start + batch_size]
             try:
                 vectors = gateway.embed([embedding_input(plan.chunks[i]) for i in batch], model=model)
-            except Exception as exc:  # provider failures become one classified, redacted line
-                raise CliError(f"embedding failed: {classify_openai_error(exc)[1]}") from None
+            except GatewayError as exc:  # classified and redacted by the gateway: one line
+                raise CliError(f"embedding failed: {exc.reason}") from None
             if vectors.ndim != 2 or vectors.shape[0] != len(batch):
                 raise CliError(f"embedding failed: asked for {len(batch)} vectors, got {vectors.shape[0]}")
             for i, vector in zip(batch, vectors, strict=True):

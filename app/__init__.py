@@ -56,7 +56,7 @@ def create_app(config=None) -> Flask:
 
     from app.web import register_blueprints
 
-    register_blueprints(app)
+    register_blueprints(app, settings)
 
     if settings.start_workers:
         services.inbox.start()

@@ -18,6 +18,7 @@ def _sao_paulo_zone() -> dt.tzinfo:
 
 SAO_PAULO = _sao_paulo_zone()
 TIMEZONE_LABEL = "America/Sao_Paulo (UTC-03:00)"
+WEEKDAYS_PT = ("segunda-feira", "terça-feira", "quarta-feira", "quinta-feira", "sexta-feira", "sábado", "domingo")
 
 
 def now_local() -> dt.datetime:

@@ -5,7 +5,7 @@ keep a migration in step with every change here. All timestamps are naive UTC.
 
 Life of an inbound message (``Message.status``):
 ``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
-``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (handoff open, opted out).
+``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (a human handoff is open).
 Outbound rows: ``sending`` -> ``queued``/``sent`` (Twilio accepted it) -> ``delivered``/``read``
 or ``failed``/``undelivered`` (status callback, with ``error_code``).
 """
@@ -13,17 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-)
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, or_
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from app.db import utcnow
@@ -158,6 +148,11 @@ class Handoff(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_by: Mapped[str | None] = mapped_column(String(64))
+
+    @classmethod
+    def is_open(cls, now: dt.datetime):
+        """The one definition of an open handoff, as a SQL condition: open and not expired at ``now``."""
+        return and_(cls.status == "open", or_(cls.expires_at.is_(None), cls.expires_at > now))
 
 
 class ProviderStatus(Base):

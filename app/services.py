@@ -42,7 +42,7 @@ class Services:
 
     @cached_property
     def inbound_writer(self):
-        from app.inbound import InboundWriter
+        from app.inbox.intake import InboundWriter
 
         return InboundWriter(self.db)
 
@@ -78,7 +78,7 @@ class Services:
 
     @cached_property
     def provider_health(self):
-        from app.provider_health import ProviderHealth
+        from app.ops.provider_health import ProviderHealth
 
         return ProviderHealth(self.db)
 

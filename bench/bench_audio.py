@@ -3,9 +3,9 @@
 Run from the project root: ``python bench/bench_audio.py [--repeat N]``. Prints Markdown tables:
 
 1. the baseline, a bare ``ffmpeg -version`` (the cost of starting the process at all);
-2. ``app.audio.to_wav16k`` on a 30 s and a 120 s speech-like OGG/Opus note, as wall time and as a
+2. ``app.audio.ffmpeg.to_wav16k`` on a 30 s and a 120 s speech-like OGG/Opus note, as wall time and as a
    real-time factor (processing seconds per second of audio), plus the silence check;
-3. ``app.audio.encode_ogg_opus`` of 30 s of 24 kHz PCM (what ElevenLabs ``pcm_24000`` returns)
+3. ``app.audio.ffmpeg.encode_ogg_opus`` of 30 s of 24 kHz PCM (what ElevenLabs ``pcm_24000`` returns)
    at a sweep of libopus complexities, the chosen default marked.
 
 Medians of ``--repeat`` runs; the test notes are synthesised by the same generator the tests use.
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import audio  # noqa: E402
+from app.audio import ffmpeg as audio  # noqa: E402
 from tests.fakes import audio_samples  # noqa: E402
 
 

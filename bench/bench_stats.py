@@ -40,7 +40,7 @@ from sqlalchemy import insert, text  # noqa: E402
 from app import create_app  # noqa: E402
 from app.db import utcnow  # noqa: E402
 from app.models import Handoff, Lead, Message, Turn, User  # noqa: E402
-from app.stats import compute_stats  # noqa: E402
+from app.web.dashboard.stats import compute_stats  # noqa: E402
 from tests.pg_schema import throwaway_schema  # noqa: E402
 
 PASSWORD = "bench-dashboard-password"

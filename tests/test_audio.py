@@ -8,8 +8,9 @@ import wave
 
 import pytest
 
-from app import audio
-from app.audio import AudioError
+from app.audio import ffmpeg as audio
+from app.audio.ffmpeg import AudioError
+from app.audio.formats import sniff_audio_type
 from tests.fakes import audio_samples as samples
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(200)
@@ -54,13 +55,13 @@ def _noise_ogg(amplitude: float, seconds: float = 3.0) -> bytes:
     (b"Oi", None),
 ])
 def test_sniff_audio_type_by_magic_bytes(head, expected):
-    assert audio.sniff_audio_type(head) == expected
+    assert sniff_audio_type(head) == expected
 
 
 def test_sniff_recognises_real_encoder_output():
-    assert audio.sniff_audio_type(samples.speech_like_ogg(1.0)[:96]) == "opus"
-    assert audio.sniff_audio_type(samples.mp3(1.0)[:96]) == "mp3"
-    assert audio.sniff_audio_type(samples.wav_pcm16(1.0)[:96]) == "wav"
+    assert sniff_audio_type(samples.speech_like_ogg(1.0)[:96]) == "opus"
+    assert sniff_audio_type(samples.mp3(1.0)[:96]) == "mp3"
+    assert sniff_audio_type(samples.wav_pcm16(1.0)[:96]) == "wav"
 
 
 def test_ffmpeg_binary_is_found_and_cached():
@@ -184,7 +185,7 @@ def test_encode_ogg_opus_from_a_file_and_from_file_bytes(tmp_path):
 
 def test_transcode_to_mp3(tmp_path):
     data = audio.transcode_to_mp3(samples.speech_like_ogg(2.0))
-    assert audio.sniff_audio_type(data[:16]) == "mp3"
+    assert sniff_audio_type(data[:16]) == "mp3"
     assert _decoded_seconds(tmp_path, data, "reply.mp3") == pytest.approx(2.0, abs=0.1)
     assert audio.transcode_to_mp3(samples.pcm_s16le(1.0, 24000), pcm_rate=24000).startswith(b"ID3")
 

@@ -32,7 +32,7 @@ def start_server(env: dict, port: int) -> subprocess.Popen:
             raise AssertionError("server exited: " + process.stderr.read().decode(errors="replace")[-2000:])
         try:
             return requests.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still booting, or a busy machine
             return False
     wait_for(ready, timeout=30, interval=0.1)
     return process

@@ -13,9 +13,9 @@ import time
 import pytest
 from sqlalchemy import select
 
+from app.channels.simulator.inbound import uploads_dir
 from app.db import utcnow
 from app.models import Handoff, Lead, Message, Turn, User
-from app.simulator import uploads_dir
 from app.web.auth import LoginRateLimiter
 from tests.conftest import post_signed, wait_for
 from tests.fakes.audio_samples import speech_like_ogg

@@ -6,7 +6,7 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from app.channels.twilio import split_message
+from app.channels.twilio.outbound import split_message
 from app.config import ConfigError, Settings, boot_warnings, normalize_whatsapp_number
 from app.models import Message
 from app.redaction import mask_phone, redact, register_secret
@@ -147,9 +147,9 @@ def test_every_environment_variable_read_is_documented_in_env_example():
 
 def test_a_status_callback_that_beats_the_recorded_sid_still_finds_its_row(make_app, twilio_fake):
     """Twilio may call back before we stored the SID it gave us: the row id in the URL finds it."""
+    from app.channels.outbox import _finish_part
     from app.db import utcnow
     from app.models import User
-    from app.pipeline.send import _finish_part
 
     app = make_app(start_workers=False)
     services = app.extensions["endrigo"]

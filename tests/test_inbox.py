@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 import app.pipeline as pipeline
 from app.models import Message, Turn
-from app.pipeline.context import RetryableTurnError
+from app.turn import RetryableTurnError
 from tests.conftest import post_signed, wait_for
 
 PATH = "/webhook/whatsapp"
@@ -169,7 +169,7 @@ def test_after_the_last_retry_the_turn_fails_visibly_with_an_apology(make_app, t
 
 
 def test_a_part_already_sent_is_not_sent_again_on_retry(make_app, twilio_fake, monkeypatch):
-    from app.channels.twilio import TwilioChannel
+    from app.channels.twilio.outbound import TwilioChannel
 
     def long_answer(ctx):
         ctx.answer_text = "\n\n".join(f"Parágrafo {i}: " + "texto longo de resposta. " * 50 for i in range(4))

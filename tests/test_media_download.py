@@ -1,4 +1,4 @@
-"""app.media_download against the Twilio emulator: allow-lists, redirects, credentials, limits, cleanup."""
+"""app.channels.twilio.media against the Twilio emulator: allow-lists, redirects, credentials, limits, cleanup."""
 from __future__ import annotations
 
 import base64
@@ -6,9 +6,9 @@ import base64
 import pytest
 import requests
 
-from app import media_download
+from app.channels.twilio import media as media_download
+from app.channels.twilio.media import MediaDownloadError, MediaRefused, MediaTooLarge, download_media
 from app.config import Settings
-from app.media_download import MediaDownloadError, MediaRefused, MediaTooLarge, download_media
 from tests.fakes import audio_samples as samples
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4

@@ -10,9 +10,9 @@ import datetime as dt
 
 import pytest
 
-from app import stats as stats_module
 from app.models import Handoff, Lead, Message, Turn, User
-from app.stats import compute_stats, percentiles
+from app.web.dashboard import stats as stats_module
+from app.web.dashboard.stats import compute_stats, percentiles
 
 NOW = dt.datetime(2026, 3, 10, 15, 0)
 

@@ -13,8 +13,15 @@ from flask import Flask
 from itsdangerous import URLSafeTimedSerializer
 
 from app.clients import storage as storage_module
-from app.clients.storage import (GCSStorage, LocalStorage, MediaTokenExpired, MediaTokenInvalid, StorageError,
-                                 build_storage, load_or_create_secret)
+from app.clients.storage import (
+    GCSStorage,
+    LocalStorage,
+    MediaTokenExpired,
+    MediaTokenInvalid,
+    StorageError,
+    build_storage,
+    load_or_create_secret,
+)
 from app.config import Settings
 from app.web.media import bp as media_bp
 from tests.fakes import audio_samples as samples

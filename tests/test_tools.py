@@ -8,11 +8,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from app.db import utcnow
-from app.localtime import SAO_PAULO
-from app.models import Handoff, Lead, User
-from app.pipeline.context import UserSnapshot
-from app.tools import (
+from app.assistant.tools import (
     TOOLS,
     ToolArgumentError,
     ToolContext,
@@ -22,6 +18,10 @@ from app.tools import (
     normalize_phone,
     tool_definitions,
 )
+from app.db import utcnow
+from app.localtime import SAO_PAULO
+from app.models import Handoff, Lead, User
+from app.turn import UserSnapshot
 from tests.fakes.openai_fake import _strict_issues
 
 EXPECTED_TOOLS = {"search_knowledge", "get_user_profile", "update_user_profile", "capture_lead",

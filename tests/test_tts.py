@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.audio import sniff_audio_type
-from app.clients.elevenlabs_client import (LINK_PHRASE, MODEL_CHAR_LIMITS, ElevenLabsGateway, TTSError,
-                                           classify_api_error, prepare_for_speech, split_for_speech)
+from app.assistant.speech_text import LINK_PHRASE, prepare_for_speech, split_for_speech
+from app.audio.formats import sniff_audio_type
+from app.clients.elevenlabs_client import MODEL_CHAR_LIMITS, ElevenLabsGateway, TTSError, classify_api_error
 from app.config import Settings
 
 

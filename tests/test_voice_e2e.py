@@ -6,7 +6,7 @@ import tempfile
 import pytest
 from sqlalchemy import select
 
-from app.audio import sniff_audio_type
+from app.audio.formats import sniff_audio_type
 from app.models import Message
 from tests.conftest import post_signed, wait_for
 from tests.fakes import audio_samples

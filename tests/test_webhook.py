@@ -189,7 +189,7 @@ def test_group_commit_under_concurrency_stores_each_sid_once_and_counts_right(ap
     """Many requests at once share transactions; repeats inside one batch are still caught."""
     import threading
 
-    from app.inbound import Inbound
+    from app.turn import Inbound
 
     writer = app.extensions["endrigo"].inbound_writer
     sids = ["SM" + f"{i:032x}" for i in range(40)]
@@ -219,7 +219,8 @@ def test_group_commit_under_concurrency_stores_each_sid_once_and_counts_right(ap
 
 def test_one_batch_with_repeated_users_and_sids_is_stored_right(app):
     """Three statements for a whole batch: repeated phones share a user, a repeated sid is a duplicate."""
-    from app.inbound import Inbound, _store_batch
+    from app.inbox.intake import _store_batch
+    from app.turn import Inbound
 
     def item(sid, phone, name):
         return Inbound(sid=sid, phone=phone, wa_id=None, profile_name=name, body="oi", kind="text",

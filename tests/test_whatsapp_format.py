@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.whatsapp_format import to_whatsapp
+from app.assistant.formatting import to_whatsapp
 
 
 @pytest.mark.parametrize("markdown, expected", [

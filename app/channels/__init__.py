@@ -5,12 +5,10 @@ replies for the dashboard's chat simulator. Inbound parsing lives in app/web/web
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from app.clients.twilio_client import SentMessage
-
-if TYPE_CHECKING:  # pragma: no cover - types only; importing the pipeline here would be circular
-    from app.pipeline.context import OutboundPart, UserSnapshot
+from app.turn import OutboundPart, UserSnapshot
 
 
 class Channel(Protocol):
@@ -21,8 +19,8 @@ class Channel(Protocol):
 
 
 def channel_for(services, user: UserSnapshot) -> Channel:
-    from app.channels.simulator import SimulatorChannel
-    from app.channels.twilio import TwilioChannel
+    from app.channels.simulator.outbound import SimulatorChannel
+    from app.channels.twilio.outbound import TwilioChannel
 
     if user.channel == "simulator":
         return SimulatorChannel()

@@ -3,22 +3,20 @@
 ``ElevenLabsGateway.synthesize`` asks for OGG/Opus directly (``opus_48000_32``): that is
 what WhatsApp shows as a voice message, so no FFmpeg re-encoding is needed on the hot path.
 The bytes are checked by their magic before anyone stores them, and every failure becomes
-``TTSError(kind, reason)`` with a reason free of secrets, so the pipeline can decide between
+``TTSError(kind, reason)`` (a ``GatewayError``) with a reason free of secrets, so the pipeline can decide between
 retrying, falling back to text and telling operators.
 
-Text preparation is pure and separate: ``prepare_for_speech`` turns a chat answer (Markdown,
-emoji, links) into something a voice can say; ``split_for_speech`` keeps the spoken part of
-a long answer short and returns the rest to be sent as text.
+Preparing text for the voice is the assistant's job: app/assistant/speech_text.py.
 """
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 
-from app.audio import sniff_audio_type
+from app.audio.formats import mime_for, sniff_audio_type
+from app.clients.errors import GatewayError
 from app.config import Settings
 from app.redaction import redact
 
@@ -49,25 +47,19 @@ LANGUAGE_CODE = "pt"
 DEFAULT_VOICE_SETTINGS = {"stability": 0.5, "similarity_boost": 0.75, "style": 0.0,
                           "use_speaker_boost": True, "speed": 1.0}
 
-_CONTENT_TYPES = {"opus": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav",
-                  "pcm": "audio/L16", "ulaw": "audio/basic", "alaw": "audio/x-alaw-basic"}
+# ElevenLabs' raw formats, which are not containers and so not in app.audio.formats.
+_RAW_CONTENT_TYPES = {"pcm": "audio/L16", "ulaw": "audio/basic", "alaw": "audio/x-alaw-basic"}
 
 
-class TTSError(Exception):
+class TTSError(GatewayError):
     """Speech synthesis failed. ``kind`` is one of TTS_ERROR_KINDS; ``reason`` is safe to show operators."""
+
+    provider = "elevenlabs"
 
     def __init__(self, kind: str, reason: str, *, status: int | None = None, retry_after: float | None = None):
         if kind not in TTS_ERROR_KINDS:
             raise ValueError(f"unknown TTSError kind {kind!r}")
-        super().__init__(f"{kind}: {reason}")
-        self.kind = kind
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE_KINDS
+        super().__init__(kind, reason, retryable=kind in RETRYABLE_KINDS, status=status, retry_after=retry_after)
 
 
 @dataclass(frozen=True)
@@ -210,7 +202,8 @@ def classify_api_error(status: int | None, body, headers=None) -> TTSError:
 
 
 def content_type_for(output_format: str) -> str:
-    return _CONTENT_TYPES.get(output_format.split("_", 1)[0], "application/octet-stream")
+    codec = output_format.split("_", 1)[0]
+    return mime_for(codec) or _RAW_CONTENT_TYPES.get(codec, "application/octet-stream")
 
 
 def check_audio_bytes(data: bytes, output_format: str) -> None:
@@ -226,124 +219,3 @@ def check_audio_bytes(data: bytes, output_format: str) -> None:
         raise TTSError("bad_audio", "expected WAV audio, got other bytes")
     if codec == "pcm" and len(data) % 2:
         raise TTSError("bad_audio", "PCM audio with an odd number of bytes")
-
-
-# ---- text for the voice ------------------------------------------------------------------------
-
-LINK_PHRASE = "o link que te enviei por escrito"
-
-_CODE_BLOCK = re.compile(r"```.*?```", re.S)
-_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]]+[^\s<>()\[\].,;:!?\"']", re.I)
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.M)
-_BULLET = re.compile(r"^\s*(?:[-*+•◦▪]|\d+[.)])\s+", re.M)
-_QUOTE = re.compile(r"^\s*>\s?", re.M)
-_RULE = re.compile(r"^\s*(?:[-*_]\s*){3,}$", re.M)
-_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1", re.S)
-_ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
-_ITALIC_UNDERSCORE = re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")
-_STRIKE = re.compile(r"~~(.+?)~~", re.S)
-_INLINE_CODE = re.compile(r"`([^`]*)`")
-_TABLE_PIPE = re.compile(r"\s*\|\s*")
-_EMOJI = re.compile(
-    "["
-    "\U0001F000-\U0001FAFF"  # pictographs, emoticons, transport, symbols & pictographs ext.
-    "\U0001F1E6-\U0001F1FF"  # regional indicators (flags)
-    "\u2600-\u27BF"  # misc symbols, dingbats
-    "\u2B00-\u2BFF"  # stars, arrows
-    "\u2300-\u23FF"  # watch, hourglass, media controls
-    "\u2190-\u21FF"  # arrows
-    "\uFE0E\uFE0F\u200D\u20E3"  # variation selectors, zero-width joiner, keycap
-    "\U000E0020-\U000E007F"  # tag characters (subdivision flags)
-    "]+"
-)
-_SENTENCE_END = re.compile(r"[.!?…:;]$")
-
-
-def _strip_markdown(text: str) -> str:
-    text = _CODE_BLOCK.sub(" ", text)
-    text = _IMAGE.sub(lambda m: m.group(1), text)
-    text = _LINK.sub(lambda m: LINK_PHRASE if _URL.fullmatch(m.group(1).strip()) else m.group(1), text)
-    text = _RULE.sub("", text)
-    text = _HEADING.sub("", text)
-    text = _QUOTE.sub("", text)
-    text = _BULLET.sub("", text)
-    text = _BOLD.sub(lambda m: m.group(2), text)
-    text = _STRIKE.sub(lambda m: m.group(1), text)
-    text = _ITALIC_STAR.sub(lambda m: m.group(1), text)
-    text = _ITALIC_UNDERSCORE.sub(lambda m: m.group(1), text)
-    text = _INLINE_CODE.sub(lambda m: m.group(1), text)
-    return text
-
-
-def _replace_urls(text: str) -> str:
-    text = _URL.sub(LINK_PHRASE, text)
-    # "veja <url> ou <url>" would say the phrase twice in a row.
-    repeated = re.compile(rf"({re.escape(LINK_PHRASE)})(?:\s*(?:,|e|ou)?\s*{re.escape(LINK_PHRASE)})+")
-    text = repeated.sub(r"\1", text)
-    # Portuguese contracts a preposition with the article: "em o link" -> "no link".
-    return _CONTRACTION.sub(_contract, text)
-
-
-_CONTRACTIONS = {"em": "no", "de": "do", "a": "ao", "por": "pelo"}
-_CONTRACTION = re.compile(r"\b(em|de|a|por) o(?= link que te enviei)", re.I)
-
-
-def _contract(match: re.Match) -> str:
-    contracted = _CONTRACTIONS[match.group(1).lower()]
-    return contracted.capitalize() if match.group(1)[0].isupper() else contracted
-
-
-def _join_lines(text: str) -> str:
-    """Join lines into flowing speech; a line without final punctuation (a heading, a list
-    item) gets a period so the voice pauses there instead of running items together."""
-    spoken = []
-    for line in text.splitlines():
-        line = _TABLE_PIPE.sub(", ", line).strip(" ,")
-        if not line:
-            continue
-        spoken.append(line if _SENTENCE_END.search(line) else line + ".")
-    return " ".join(spoken)
-
-
-def prepare_for_speech(text: str) -> str:
-    """A chat answer made sayable: no Markdown, no emoji, links replaced by a phrase, tidy spaces."""
-    if not text:
-        return ""
-    text = _strip_markdown(text)
-    text = _replace_urls(text)
-    text = _EMOJI.sub("", text)
-    text = _join_lines(text)
-    text = re.sub(r"[ \t\u00A0]+", " ", text)
-    text = re.sub(r"\s+([.,!?;:…])", r"\1", text)
-    text = re.sub(r"([.!?])\.+", r"\1", text)  # "Olá!." after joining lines
-    return text.strip()
-
-
-_SENTENCE_BREAK = re.compile(r"(?:[.!?…]+[\"')\]]*\s+)|(?:\n\s*\n)")
-_CLAUSE_BREAK = re.compile(r"[,;:]\s+|\n")
-
-
-def split_for_speech(text: str, max_chars: int) -> tuple[str, str]:
-    """(spoken part, rest) with the spoken part at most ``max_chars`` long, cut at the last
-    sentence boundary that fits (else a clause, else a word). Long answers: speak the first
-    part, send the rest as text."""
-    text = text.strip()
-    if len(text) <= max_chars:
-        return text, ""
-    window = text[: max_chars + 1]
-    cut = _last_break(_SENTENCE_BREAK, window, minimum=max_chars // 3)
-    if cut is None:
-        cut = _last_break(_CLAUSE_BREAK, window, minimum=max_chars // 3)
-    if cut is None:
-        space = window.rfind(" ")
-        cut = space if space > 0 else max_chars
-    return text[:cut].strip(), text[cut:].strip()
-
-
-def _last_break(pattern: re.Pattern, window: str, minimum: int) -> int | None:
-    """End of the last ``pattern`` match in ``window`` past ``minimum`` (a tiny first part
-    would make an odd voice note), or None."""
-    ends = [m.end() for m in pattern.finditer(window) if m.end() > minimum]
-    return ends[-1] if ends else None

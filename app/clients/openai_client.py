@@ -1,9 +1,9 @@
 """The only module that imports the OpenAI SDK.
 
 ``OpenAIGateway`` wraps one ``openai.OpenAI`` client (Responses, embeddings,
-transcriptions) built from Settings, and ``classify_openai_error`` turns SDK exceptions
-into what the pipeline needs to decide: retry later, or fail now - with a reason that is
-safe to show operators (no key, no request body).
+transcriptions) built from Settings. No SDK exception leaves it: ``classify_openai_error``
+turns each into an ``OpenAIError`` (a ``GatewayError``: kind ``auth``, ``retryable`` or
+``permanent``, with a reason that is safe to show operators: no key, no request body).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import openai
 from openai import OpenAI
 
+from app.clients.errors import GatewayError
 from app.config import Settings
 from app.redaction import redact
 
@@ -25,6 +26,10 @@ MAX_EMBEDDING_BATCH = 2048
 
 class OpenAIUnavailable(RuntimeError):
     """No OPENAI_API_KEY: the caller must use its offline path."""
+
+
+class OpenAIError(GatewayError):
+    provider = "openai"
 
 
 class OpenAIGateway:
@@ -65,7 +70,10 @@ class OpenAIGateway:
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), MAX_EMBEDDING_BATCH):
             batch = texts[start:start + MAX_EMBEDDING_BATCH]
-            result = client.embeddings.create(model=model, input=batch)
+            try:
+                result = client.embeddings.create(model=model, input=batch)
+            except Exception as exc:  # noqa: BLE001 - classified, never raw
+                raise classify_openai_error(exc) from exc
             ordered = sorted(result.data, key=lambda item: item.index)
             rows.extend(np.asarray(item.embedding, dtype=np.float32) for item in ordered)
         if not rows:
@@ -75,7 +83,11 @@ class OpenAIGateway:
     def respond(self, **request: Any):
         """One Responses API call (``client.responses.create``); the caller owns the tool loop."""
         request.setdefault("model", self.settings.openai_model)
-        return self.client.responses.create(**request)
+        client = self.client
+        try:
+            return client.responses.create(**request)
+        except Exception as exc:  # noqa: BLE001 - classified, never raw
+            raise classify_openai_error(exc) from exc
 
     def transcribe(self, filename: str, data: bytes, content_type: str, prompt: str | None = None) -> str:
         """Portuguese speech to text. ``filename`` must carry an extension OpenAI knows (.ogg, .wav ...)."""
@@ -87,36 +99,46 @@ class OpenAIGateway:
         )
         if prompt:
             kwargs["prompt"] = prompt
-        result = self.client.audio.transcriptions.create(**kwargs)
+        client = self.client
+        try:
+            result = client.audio.transcriptions.create(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - classified, never raw
+            raise classify_openai_error(exc) from exc
         return (getattr(result, "text", None) or "").strip()
 
 
-def classify_openai_error(exc: BaseException) -> tuple[str, str]:
-    """Return (kind, reason): kind is ``auth``, ``retryable`` or ``permanent``.
+def classify_openai_error(exc: BaseException) -> OpenAIError:
+    """The ``OpenAIError`` for an SDK exception: kind ``auth``, ``retryable`` or ``permanent``.
 
     The SDK has already retried 408/409/429/5xx by the time an error reaches us, so these
     are "retry later with backoff"; 401/403 are configuration problems no retry will fix.
     """
+    if isinstance(exc, OpenAIError):
+        return exc
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return "auth", redact(f"OpenAI refused the credentials ({_status(exc)}): {_message(exc)}")
+        return _error("auth", redact(f"OpenAI refused the credentials ({_status(exc)}): {_message(exc)}"))
     if isinstance(exc, openai.RateLimitError):
-        return "retryable", redact(f"OpenAI rate limit (429): {_message(exc)}")
+        return _error("retryable", redact(f"OpenAI rate limit (429): {_message(exc)}"))
     if isinstance(exc, openai.APITimeoutError):
-        return "retryable", "OpenAI timed out"
+        return _error("retryable", "OpenAI timed out")
     if isinstance(exc, openai.APIConnectionError):
-        return "retryable", "OpenAI unreachable (connection error)"
+        return _error("retryable", "OpenAI unreachable (connection error)")
     if isinstance(exc, openai.InternalServerError):
-        return "retryable", redact(f"OpenAI server error ({_status(exc)}): {_message(exc)}")
+        return _error("retryable", redact(f"OpenAI server error ({_status(exc)}): {_message(exc)}"))
     if isinstance(exc, openai.APIResponseValidationError):
-        return "retryable", "OpenAI sent a malformed response"
+        return _error("retryable", "OpenAI sent a malformed response")
     if isinstance(exc, openai.APIStatusError):
         if _status(exc) in (408, 409) or (_status(exc) or 0) >= 500:
-            return "retryable", redact(f"OpenAI error ({_status(exc)}): {_message(exc)}")
-        return "permanent", redact(f"OpenAI rejected the request ({_status(exc)}): {_message(exc)}")
+            return _error("retryable", redact(f"OpenAI error ({_status(exc)}): {_message(exc)}"))
+        return _error("permanent", redact(f"OpenAI rejected the request ({_status(exc)}): {_message(exc)}"))
     if isinstance(exc, ValueError):
         # The SDK raises ValueError/JSONDecodeError for a body that is not JSON.
-        return "retryable", "OpenAI sent a malformed response"
-    return "retryable", redact(f"OpenAI call failed: {type(exc).__name__}")
+        return _error("retryable", "OpenAI sent a malformed response")
+    return _error("retryable", redact(f"OpenAI call failed: {type(exc).__name__}"))
+
+
+def _error(kind: str, reason: str) -> OpenAIError:
+    return OpenAIError(kind, reason, retryable=kind == "retryable")
 
 
 def _status(exc: BaseException) -> int | None:

@@ -14,6 +14,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 
+from app.clients.errors import GatewayError
 from app.config import Settings
 from app.redaction import redact
 
@@ -28,14 +29,10 @@ class SentMessage:
     status: str
 
 
-class TwilioSendError(Exception):
-    """Twilio did not accept a message. ``retryable`` says whether trying later may help."""
+class TwilioSendError(GatewayError):
+    """Twilio did not accept a message (``kind``: unconfigured, refused, rate_limited, server, unreachable)."""
 
-    def __init__(self, reason: str, code: str | None, retryable: bool):
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-        self.retryable = retryable
+    provider = "twilio"
 
 
 class TwilioGateway:
@@ -60,7 +57,7 @@ class TwilioGateway:
     def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
              status_callback: str | None = None) -> SentMessage:
         if not self.can_send:
-            raise TwilioSendError("Twilio is not configured", code=None, retryable=False)
+            raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
         kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
         if body:
             kwargs["body"] = body
@@ -73,11 +70,12 @@ class TwilioGateway:
         except TwilioRestException as exc:
             # 429 and 5xx are Twilio's own trouble; 4xx (21211 bad number, 63016 outside the
             # 24 h window, 21617 too long) will fail the same way next time.
-            retryable = exc.status == 429 or exc.status >= 500
+            kind = "rate_limited" if exc.status == 429 else "server" if exc.status >= 500 else "refused"
             reason = redact(f"Twilio {exc.status} error {exc.code}: {exc.msg}")
-            raise TwilioSendError(reason, code=str(exc.code) if exc.code else None, retryable=retryable) from exc
+            raise TwilioSendError(kind, reason, retryable=kind != "refused", status=exc.status,
+                                  code=str(exc.code) if exc.code else None) from exc
         except (TwilioException, OSError) as exc:
-            raise TwilioSendError(redact(f"Twilio unreachable: {type(exc).__name__}"), code=None, retryable=True) from exc
+            raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"), retryable=True) from exc
         return SentMessage(sid=message.sid, status=message.status or "queued")
 
     def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:

@@ -48,10 +48,7 @@ from app.knowledge.chunking import (  # noqa: F401
     stat_key,
     strip_comments,
 )
-from app.knowledge.persona import (  # noqa: F401
-    DEFAULT_PERSONA,
-    load_persona,
-)
+from app.knowledge.persona import DEFAULT_PERSONA, load_persona  # noqa: F401
 from app.knowledge.ranking import (  # noqa: F401
     RRF_K,
     bm25_ranking,
@@ -68,12 +65,7 @@ from app.knowledge.sidecar import (  # noqa: F401
     load_runtime_index,
     sidecar_dir,
 )
-from app.knowledge.text import (  # noqa: F401
-    PORTUGUESE_STOPWORDS,
-    distinctive_terms,
-    fold,
-    tokenize,
-)
+from app.knowledge.text import PORTUGUESE_STOPWORDS, distinctive_terms, fold, tokenize  # noqa: F401
 from app.knowledge.vector_file import (  # noqa: F401
     FORMAT_VERSION,
     VectorFile,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import math
 import os
@@ -11,30 +10,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from app.knowledge.chunking import (
-    VECTORS_FILENAME,
-    Chunk,
-    chunk_documents,
-    source_files,
-    stat_key,
-)
-from app.knowledge.ranking import (
-    RRF_K,
-    bm25_ranking,
-    build_bm25,
-    normalise_rows,
-    reciprocal_rank_fusion,
-    top_k_indices,
-)
+from app.knowledge.chunking import VECTORS_FILENAME, Chunk, chunk_documents, source_files, stat_key
+from app.knowledge.ranking import RRF_K, bm25_ranking, build_bm25, normalise_rows, reciprocal_rank_fusion, top_k_indices
 from app.knowledge.sidecar import load_runtime_index
 from app.knowledge.text import distinctive_terms
-
-if TYPE_CHECKING:  # pragma: no cover
-    from app.pipeline.context import Passage
+from app.turn import Passage
 
 log = logging.getLogger("app.knowledge")
 
@@ -286,24 +270,10 @@ class KnowledgeBase:
         return vector
 
     @staticmethod
-    def _passage(chunk: Chunk, score: float) -> "Passage":
-        return _passage_class()(chunk_id=chunk.id, source=chunk.source, heading=chunk.heading, text=chunk.text,
-                                score=float(score))
-
-
-@functools.cache
-def _passage_class():
-    # Imported on first use: app.pipeline pulls in every stage and the OpenAI SDK (~1 s), which
-    # the indexing script and the benchmark do not need.
-    from app.pipeline.context import Passage
-
-    return Passage
+    def _passage(chunk: Chunk, score: float) -> Passage:
+        return Passage(chunk_id=chunk.id, source=chunk.source, heading=chunk.heading, text=chunk.text,
+                       score=float(score))
 
 
 def _describe_embedding_error(exc: BaseException) -> str:
-    try:
-        from app.clients.openai_client import classify_openai_error
-
-        return classify_openai_error(exc)[1]
-    except Exception:  # classification must never break retrieval
-        return type(exc).__name__
+    return getattr(exc, "reason", None) or type(exc).__name__

@@ -6,13 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from app.knowledge.chunking import (
-    PERSONA_FILENAME,
-    DocumentError,
-    read_source,
-    stat_key,
-    strip_comments,
-)
+from app.knowledge.chunking import PERSONA_FILENAME, DocumentError, read_source, stat_key, strip_comments
 
 log = logging.getLogger("app.knowledge")
 

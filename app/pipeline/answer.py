@@ -1,15 +1,64 @@
 """Stage 5: the answer text.
 
-With an OpenAI key: Endrigo's persona on the Responses API with the function-tool loop
-(app/responder.py). Without one (offline mode): the best knowledge passages with a short
-Portuguese framing (app/offline.py). A turn with nothing to answer (only notices) has no
-answer text; the send stage then sends the notices alone.
+With an OpenAI key: Endrigo's persona on the Responses API (``store=false``; instructions
+and history from app/assistant/prompt.py on every call) with at most MAX_TOOL_ROUNDS rounds
+of the six function tools (app/assistant/tools.py), within a time budget; Markdown becomes
+WhatsApp formatting; Portuguese fallbacks for empty, refused or incomplete output. Without a
+key (offline mode): app/assistant/offline.py. A turn with nothing to answer (only notices)
+has no answer text; the send stage then sends the notices alone.
+
+Provider errors arrive classified (``GatewayError``; ``turn_error`` maps them): invalid
+credentials and refused requests fail the turn at once, everything else is retried by the
+inbox later.
 """
 from __future__ import annotations
 
-from app import offline
+import re
+import time
+from typing import Any
+
+from app.assistant import offline
+from app.assistant.formatting import to_whatsapp
+from app.assistant.prompt import build_instructions, load_history
+from app.assistant.reply_mode import voice_reply_due
+from app.assistant.tools import ToolContext, execute, tool_definitions
+from app.clients.errors import GatewayError, turn_error
+from app.knowledge import load_persona
 from app.pipeline import notices
 from app.pipeline.context import TurnContext
+
+MAX_TOOL_ROUNDS = 4
+# WhatsApp answers are short; the cap also bounds reasoning plus text on reasoning models.
+MAX_OUTPUT_TOKENS = 2500
+
+# The answer's time budget: what is left of the turn's promise, but never so little that a
+# normal model call cannot finish, nor so much that a user waits forever on a tool loop.
+ANSWER_BUDGET_MIN_SECONDS = 10.0
+ANSWER_BUDGET_MAX_SECONDS = 20.0
+# Another tool round needs a call with tools and then one more to answer.
+NEW_ROUND_MIN_SECONDS = 4.0
+# Below this, a model call cannot finish: say something useful instead.
+MIN_CALL_SECONDS = 2.0
+
+FALLBACK_EMPTY = (
+    "Desculpe, não consegui montar uma resposta agora. Pode me perguntar de outro jeito? "
+    "Se preferir, chamo alguém da equipe."
+)
+FALLBACK_REFUSAL = (
+    "Desculpe, sobre isso eu não consigo ajudar por aqui. "
+    "Posso te ajudar com os serviços da Endrigo Digital ou chamar alguém da equipe."
+)
+FALLBACK_INCOMPLETE = (
+    "Desculpe, minha resposta ficou incompleta. Pode me perguntar de novo, de um jeito mais direto?"
+)
+FALLBACK_OUT_OF_TIME = (
+    "Desculpe a demora! Não consegui concluir sua resposta a tempo. "
+    "Pode me mandar a pergunta de novo? Se preferir, chamo alguém da equipe."
+)
+FALLBACK_HANDOFF = (
+    "Certo! Já pedi para uma pessoa da nossa equipe continuar o seu atendimento por aqui. "
+    "É só aguardar um pouquinho."
+)
 
 
 def run(ctx: TurnContext) -> None:
@@ -20,8 +69,159 @@ def run(ctx: TurnContext) -> None:
             ctx.answer_text = notices.EMPTY_TURN
         return
     if ctx.services.openai.available:
-        from app.responder import answer_turn
-
         ctx.answer_text = answer_turn(ctx)
     else:
         ctx.answer_text = offline.answer(ctx.user_text, ctx.passages, ctx.user.name)
+
+
+def answer_turn(ctx: TurnContext) -> str:
+    """The answer text for the turn (WhatsApp formatting), or raise Retryable/PermanentTurnError."""
+    tool_ctx = ToolContext.for_turn(ctx)
+    deadline = time.monotonic() + answer_budget_seconds(ctx)
+    persona = load_persona(ctx.settings.documents_dir)
+    items: list[dict] = load_history(ctx.services.db, ctx.user.id, ctx.turn_id)
+    items.append({"role": "user", "content": ctx.user_text})
+
+    response = None
+    for round_number in range(1, MAX_TOOL_ROUNDS + 2):
+        seconds_left = deadline - time.monotonic()
+        last_call = round_number > MAX_TOOL_ROUNDS or (round_number > 1 and seconds_left < NEW_ROUND_MIN_SECONDS)
+        if last_call and seconds_left < MIN_CALL_SECONDS:
+            ctx.log.warning("answer: out of time after %d model calls", round_number - 1)
+            return _succeeded(ctx, _fallback(tool_ctx, FALLBACK_OUT_OF_TIME))
+        request = build_request(ctx, persona, items, allow_tools=not last_call, seconds_left=seconds_left)
+        response = _call_model(ctx, tool_ctx, request)
+        if response is None:  # failed after a handoff was opened: the user must still hear it
+            return FALLBACK_HANDOFF
+        calls = [item for item in response.output if getattr(item, "type", None) == "function_call"]
+        if not calls or last_call:
+            break
+        items.extend(replayable_items(response.output))
+        items.extend(_run_tools(ctx, tool_ctx, calls, round_number))
+    return _succeeded(ctx, final_text(ctx, tool_ctx, response))
+
+
+def answer_budget_seconds(ctx: TurnContext) -> float:
+    return min(ANSWER_BUDGET_MAX_SECONDS, max(ANSWER_BUDGET_MIN_SECONDS, ctx.remaining_budget()))
+
+
+def _succeeded(ctx: TurnContext, text: str) -> str:
+    ctx.services.provider_health.ok("openai")
+    return text
+
+
+# ---- the request ------------------------------------------------------------------------
+
+def build_request(ctx: TurnContext, persona: str, items: list[dict], *, allow_tools: bool,
+                  seconds_left: float) -> dict[str, Any]:
+    """One Responses API request; instructions are rebuilt so a profile change shows at once."""
+    model = ctx.settings.openai_model
+    request: dict[str, Any] = {
+        "model": model,
+        "tool_choice": "auto" if allow_tools else "none",
+        "store": False,
+        "max_output_tokens": MAX_OUTPUT_TOKENS,
+        # The SDK's timeout is per attempt; keep each within what is left of the budget.
+        "timeout": min(ctx.settings.openai_timeout_seconds, max(MIN_CALL_SECONDS, seconds_left)),
+        # These three are plain JSON we built ourselves. Given as typed parameters, the SDK
+        # walks every nested item against its TypedDicts on each call (~4 ms a call, see
+        # bench/bench_pipeline.py); as extra_body they go to the wire unchanged - same body.
+        "extra_body": {
+            "instructions": build_instructions(persona, ctx.passages, ctx.user, by_voice=_reply_by_voice(ctx)),
+            "input": list(items),
+            "tools": tool_definitions(),
+        },
+    }
+    if supports_encrypted_reasoning(model):
+        # With store=False the API keeps no reasoning items; the encrypted copy lets us resend them.
+        request["include"] = ["reasoning.encrypted_content"]
+    return request
+
+
+def supports_encrypted_reasoning(model: str) -> bool:
+    """Reasoning models (o-series, gpt-5 family, not the -chat variants); others refuse the include."""
+    name = model.lower()
+    return bool(re.match(r"^(o\d|gpt-5)", name)) and "chat" not in name
+
+
+def _reply_by_voice(ctx: TurnContext) -> bool:
+    """Whether this answer will probably be spoken (the speak stage decides; the model writes for it)."""
+    return voice_reply_due(ctx.user.reply_mode, ctx.has_voice_note) and ctx.services.tts.available
+
+
+# ---- the loop -----------------------------------------------------------------------------
+
+def _call_model(ctx: TurnContext, tool_ctx: ToolContext, request: dict):
+    """One model call; SDK errors become turn errors (or None once a handoff is open)."""
+    try:
+        return ctx.services.openai.respond(**request)
+    except GatewayError as exc:
+        ctx.services.provider_health.error("openai", exc.reason)
+        if tool_ctx.handoff_opened:
+            # A retry would find the handoff open and stay silent; confirm the handoff now.
+            ctx.log.warning("answer failed after a handoff was opened (%s): confirming the handoff", exc.reason)
+            return None
+        raise turn_error(exc, "answer") from exc
+
+
+def replayable_items(output: list) -> list[dict]:
+    """The response's output items as input items for the next call.
+
+    Reasoning items travel only with their encrypted content (store=False keeps nothing
+    server-side); when one lacks it, it is dropped and the ids that point at it go too,
+    since the API refuses a function call whose reasoning item is missing.
+    """
+    items: list[dict] = []
+    dropped_reasoning = False
+    for item in output:
+        data = item.to_dict(exclude_none=True) if hasattr(item, "to_dict") else dict(item)
+        if data.get("type") == "reasoning" and not data.get("encrypted_content"):
+            dropped_reasoning = True
+            continue
+        items.append(data)
+    if dropped_reasoning:
+        for data in items:
+            if data.get("type") in ("function_call", "message"):
+                data.pop("id", None)
+    return items
+
+
+def _run_tools(ctx: TurnContext, tool_ctx: ToolContext, calls: list, round_number: int) -> list[dict]:
+    outputs: list[dict] = []
+    for call in calls:
+        result = execute(tool_ctx, call.name, call.arguments)
+        ctx.tool_calls.append({**result.record, "round": round_number})
+        ctx.log.info("tool %s %s in %.0f ms", call.name, "ok" if result.record["ok"] else "error",
+                     result.record["ms"])
+        outputs.append({"type": "function_call_output", "call_id": call.call_id, "output": result.output_json})
+    return outputs
+
+
+def final_text(ctx: TurnContext, tool_ctx: ToolContext, response) -> str:
+    """The answer to send; a short Portuguese fallback when the model gave nothing usable."""
+    if response.status == "incomplete":
+        reason = getattr(response.incomplete_details, "reason", None)
+        ctx.log.warning("answer: incomplete response (%s)", reason)
+        return _fallback(tool_ctx, FALLBACK_INCOMPLETE)
+    if _refused(response):
+        ctx.log.warning("answer: the model refused")
+        return _fallback(tool_ctx, FALLBACK_REFUSAL)
+    text = to_whatsapp(response.output_text or "")
+    if not text.strip():
+        ctx.log.warning("answer: empty output (status %s)", response.status)
+        return _fallback(tool_ctx, FALLBACK_EMPTY)
+    return text
+
+
+def _refused(response) -> bool:
+    for item in response.output:
+        if getattr(item, "type", None) != "message":
+            continue
+        if any(getattr(part, "type", None) == "refusal" for part in item.content or []):
+            return True
+    return False
+
+
+def _fallback(tool_ctx: ToolContext, text: str) -> str:
+    """Once a handoff is open the user must hear that a person will continue, whatever else failed."""
+    return FALLBACK_HANDOFF if tool_ctx.handoff_opened else text

@@ -1,56 +1,20 @@
-"""The one object the pipeline's stages pass along: ``TurnContext``.
+"""The one object the pipeline's stages pass along: ``TurnContext`` (and its ``InboundItem``).
 
 A turn is the answer to one or more coalesced inbound messages of one user. Each stage
 reads and fills fields of the context; none talks to another stage directly.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.turn import OutboundPart, Passage, UserSnapshot
+
 if TYPE_CHECKING:  # pragma: no cover
     from app.services import Services
-
-
-class RetryableTurnError(Exception):
-    """A provider failed in a way worth retrying later (5xx, timeout, 429 after the SDK's retries)."""
-
-    def __init__(self, reason: str, kind: str = "provider"):
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-
-class PermanentTurnError(Exception):
-    """Retrying will not help (invalid key, refused request): fail the turn, tell the user, show operators."""
-
-    def __init__(self, reason: str, kind: str = "provider"):
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-
-@dataclass
-class UserSnapshot:
-    """What the pipeline may know about the turn's user (read once when the turn starts)."""
-
-    id: int
-    phone: str
-    channel: str
-    name: str | None
-    reply_mode: str
-    message_count: int
-    first_seen_at: dt.datetime
-
-    @classmethod
-    def of(cls, user) -> "UserSnapshot":
-        """Snapshot of a ``models.User`` row."""
-        return cls(id=user.id, phone=user.phone, channel=user.channel, name=user.display_name,
-                   reply_mode=user.reply_mode, message_count=user.message_count, first_seen_at=user.first_seen_at)
 
 
 @dataclass
@@ -75,28 +39,6 @@ class InboundItem:
         """What the user said in this message: typed text and transcribed speech."""
         parts = [p for p in (self.body, self.transcription) if p and p.strip()]
         return "\n".join(p.strip() for p in parts)
-
-
-@dataclass
-class OutboundPart:
-    """One WhatsApp message to send: text, or one media URL (audio carries no caption)."""
-
-    index: int
-    body: str | None = None
-    media_url: str | None = None
-    media_type: str | None = None
-    kind: str = "text"  # text | audio
-
-
-@dataclass
-class Passage:
-    """A retrieved knowledge-base chunk."""
-
-    chunk_id: str
-    source: str
-    heading: str
-    text: str
-    score: float
 
 
 @dataclass

@@ -4,7 +4,7 @@ The silence check runs before transcription so a note with no speech costs no AP
 """
 from __future__ import annotations
 
-from app.audio import AudioError, is_silent, to_wav16k
+from app.audio.ffmpeg import AudioError, is_silent, to_wav16k
 from app.pipeline import notices
 from app.pipeline.context import TurnContext
 

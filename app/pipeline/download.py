@@ -5,10 +5,10 @@ or failed download is a notice for the user, not an error for the turn.
 """
 from __future__ import annotations
 
-from app.media_download import MediaRefused, MediaTooLarge, download_media
+from app.channels.simulator.inbound import UPLOAD_SCHEME, SimulatorInputError, upload_path
+from app.channels.twilio.media import MediaRefused, MediaTooLarge, download_media
 from app.pipeline import notices
 from app.pipeline.context import InboundItem, TurnContext
-from app.simulator import UPLOAD_SCHEME, SimulatorInputError, upload_path
 
 
 def run(ctx: TurnContext) -> None:

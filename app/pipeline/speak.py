@@ -7,8 +7,10 @@ bytes from ElevenLabs fall back to encoding its PCM with FFmpeg (OGG/Opus, then 
 """
 from __future__ import annotations
 
-from app.audio import AudioError, encode_ogg_opus, transcode_to_mp3
-from app.clients.elevenlabs_client import SpeechAudio, TTSError, prepare_for_speech, split_for_speech
+from app.assistant.reply_mode import voice_reply_due
+from app.assistant.speech_text import prepare_for_speech, split_for_speech
+from app.audio.ffmpeg import AudioError, encode_ogg_opus, transcode_to_mp3
+from app.clients.elevenlabs_client import SpeechAudio, TTSError
 from app.pipeline.context import TurnContext
 
 # What synthesis, storage and sending still need; below this, answer by text in time.
@@ -17,14 +19,9 @@ MIN_SECONDS_LEFT_FOR_VOICE = 2.5
 MAX_SPOKEN_CHARS = 900
 
 
-def voice_reply_due(ctx: TurnContext) -> bool:
-    mode = ctx.user.reply_mode
-    return mode == "audio" or (mode == "auto" and ctx.has_voice_note)
-
-
 def run(ctx: TurnContext) -> None:
     ctx.reply_kind = "text"
-    if not ctx.answer_text or not voice_reply_due(ctx):
+    if not ctx.answer_text or not voice_reply_due(ctx.user.reply_mode, ctx.has_voice_note):
         return
     if not ctx.services.tts.available:
         return

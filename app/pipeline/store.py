@@ -1,9 +1,8 @@
 """Stage 7: store the synthesized voice note (local disk or GCS) and get the URL Twilio fetches."""
 from __future__ import annotations
 
+from app.audio.formats import suffix_for_mime
 from app.pipeline.context import TurnContext
-
-_SUFFIX = {"audio/ogg": ".ogg", "audio/mpeg": ".mp3"}
 
 
 def run(ctx: TurnContext) -> None:
@@ -13,7 +12,7 @@ def run(ctx: TurnContext) -> None:
         stored = ctx.services.storage.save(
             ctx.audio_bytes,
             ctx.audio_content_type,
-            _SUFFIX.get(ctx.audio_content_type, ".ogg"),
+            suffix_for_mime(ctx.audio_content_type) or ".ogg",
             # The simulator's page is served by this app: a relative URL plays without PUBLIC_BASE_URL.
             base_url="" if ctx.user.channel == "simulator" else ctx.services.public_base_url(),
         )

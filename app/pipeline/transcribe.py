@@ -4,14 +4,11 @@ The prompt carries the knowledge base's names and terms so that they are spelt r
 """
 from __future__ import annotations
 
-from app.clients.openai_client import classify_openai_error
+from app.audio.formats import FORMATS
+from app.clients.errors import GatewayError, turn_error
 from app.models import Message
 from app.pipeline import notices
-from app.pipeline.context import PermanentTurnError, RetryableTurnError, TurnContext
-
-# OpenAI accepts these containers as they are; anything else is sent as our WAV.
-_UPLOADABLE = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "m4a": "audio/mp4",
-               "webm": "audio/webm", "flac": "audio/flac"}
+from app.pipeline.context import TurnContext
 
 
 def run(ctx: TurnContext) -> None:
@@ -29,12 +26,9 @@ def run(ctx: TurnContext) -> None:
         filename, data, content_type = _upload_for(item)
         try:
             item.transcription = ctx.services.openai.transcribe(filename, data, content_type, prompt=prompt)
-        except Exception as exc:  # noqa: BLE001 - classified below
-            kind, reason = classify_openai_error(exc)
-            ctx.services.provider_health.error("openai", reason)
-            if kind == "retryable":
-                raise RetryableTurnError(reason, kind="transcribe") from exc
-            raise PermanentTurnError(reason, kind="transcribe") from exc
+        except GatewayError as exc:
+            ctx.services.provider_health.error("openai", exc.reason)
+            raise turn_error(exc, "transcribe") from exc
         ctx.services.provider_health.ok("openai")
         with ctx.services.db.session() as session:
             message = session.get(Message, item.message_id)
@@ -44,9 +38,11 @@ def run(ctx: TurnContext) -> None:
 
 
 def _upload_for(item) -> tuple[str, bytes, str]:
-    suffix = item.media_path.suffix.lstrip(".").lower() if item.media_path else ""
-    if suffix in _UPLOADABLE:
-        return f"nota.{suffix}", item.media_path.read_bytes(), _UPLOADABLE[suffix]
+    """The note as downloaded when OpenAI takes its container as it is; else our 16 kHz WAV."""
+    suffix = item.media_path.suffix.lower() if item.media_path else ""
+    for fmt in FORMATS.values():
+        if fmt.transcribable and fmt.suffix == suffix:
+            return f"nota{suffix}", item.media_path.read_bytes(), fmt.mime
     return "nota.wav", item.wav_path.read_bytes(), "audio/wav"
 
 

@@ -1,4 +1,4 @@
-"""Audio handling with the real FFmpeg binary: sniffing, decoding, silence check, encoding.
+"""Audio handling with the real FFmpeg binary: decoding, silence check, encoding.
 
 Every FFmpeg call goes through ffmpeg-python to build the argument list and then through
 ``subprocess.run`` with a timeout, because ffmpeg-python's own ``run`` cannot time out and
@@ -24,6 +24,8 @@ from typing import Union
 import ffmpeg
 import numpy as np
 
+from app.audio.formats import sniff_audio_type
+
 log = logging.getLogger(__name__)
 
 AUDIO_ERROR_KINDS = frozenset({"corrupt", "too_long", "timeout", "unsupported"})
@@ -42,32 +44,6 @@ DEFAULT_MP3_BITRATE_KBPS = 64
 
 # Sample rates libopus accepts without resampling; anything else is resampled to 48 kHz.
 _OPUS_NATIVE_RATES = (48_000, 24_000, 16_000, 12_000, 8_000)
-
-# sniff_audio_type result -> the MIME type WhatsApp/Twilio and OpenAI expect for it.
-AUDIO_MIME_TYPES = {
-    "opus": "audio/ogg",
-    "ogg": "audio/ogg",
-    "mp3": "audio/mpeg",
-    "wav": "audio/wav",
-    "mp4": "audio/mp4",
-    "aac": "audio/aac",
-    "amr": "audio/amr",
-    "webm": "audio/webm",
-    "flac": "audio/flac",
-}
-
-# sniff_audio_type result -> a file extension FFmpeg and the transcription API recognise.
-AUDIO_EXTENSIONS = {
-    "opus": ".ogg",
-    "ogg": ".ogg",
-    "mp3": ".mp3",
-    "wav": ".wav",
-    "mp4": ".m4a",
-    "aac": ".aac",
-    "amr": ".amr",
-    "webm": ".webm",
-    "flac": ".flac",
-}
 
 Source = Union[str, os.PathLike, bytes]
 
@@ -117,43 +93,6 @@ def _run(argv: list[str], timeout: float, stdin: bytes | None = None) -> subproc
 
 def _stderr_tail(result: subprocess.CompletedProcess, limit: int = 300) -> str:
     return result.stderr.decode("utf-8", errors="replace").strip()[-limit:]
-
-
-# ---- sniffing --------------------------------------------------------------------------
-
-def sniff_audio_type(head: bytes) -> str | None:
-    """Recognise an audio container from its first bytes (32+ recommended, 64 for Opus).
-
-    Returns one of ``opus`` (OGG with Opus), ``ogg`` (other OGG), ``mp3``, ``wav``, ``mp4``,
-    ``aac`` (ADTS), ``amr``, ``webm`` (WebM/Matroska), ``flac``; ``None`` for anything else.
-    """
-    if len(head) < 4:
-        return None
-    if head.startswith(b"OggS"):
-        # The first page carries the codec's identification header right after the
-        # 27-byte page header and its segment table.
-        return "opus" if b"OpusHead" in head[:96] else "ogg"
-    if head.startswith(b"ID3"):
-        return "mp3"
-    if len(head) >= 12 and head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return "wav"
-    if len(head) >= 8 and head[4:8] == b"ftyp":
-        return "mp4"
-    if head.startswith(b"#!AMR"):
-        return "amr"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head[0] == 0xFF:
-        second = head[1]
-        # ADTS and MPEG audio share the 0xFFF sync word; the layer bits tell them apart:
-        # ADTS always has layer 00, which MPEG audio reserves.
-        if second & 0xF6 == 0xF0:
-            return "aac"
-        if second & 0xE0 == 0xE0 and (second >> 1) & 0x03 != 0:
-            return "mp3"
-    return None
 
 
 def _read_head(path: Path, size: int = 96) -> bytes:

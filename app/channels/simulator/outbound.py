@@ -6,13 +6,10 @@ operator sees every reply (text and audio) on the page and nothing leaves the ap
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
 
-from app.channels.twilio import MAX_BODY_CHARS
+from app.channels.twilio.outbound import MAX_BODY_CHARS
 from app.clients.twilio_client import SentMessage
-
-if TYPE_CHECKING:  # pragma: no cover - types only; importing the pipeline here would be circular
-    from app.pipeline.context import OutboundPart, UserSnapshot
+from app.turn import OutboundPart, UserSnapshot
 
 
 class SimulatorChannel:

@@ -23,7 +23,7 @@ import app as app_package
 from app.redaction import mask_phone, redact
 from app.services import current_services
 from app.web.auth import json_endpoint, public
-from app.web.dashboard import bp
+from app.web.dashboard.blueprint import bp
 
 STATES = ("configured", "healthy", "degraded", "offline")
 STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}

@@ -15,12 +15,13 @@ import secrets
 from flask import flash, jsonify, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 
+from app.channels.simulator.inbound import SimulatorInputError, simulated_inbound, simulator_phone
+from app.inbox.intake import store_inbound
 from app.models import PROCESSING, RECEIVED, Message, User
 from app.services import current_services
-from app.simulator import SimulatorInputError, simulate_message, simulator_phone
 from app.web.auth import json_endpoint
-from app.web.dashboard import bp
-from app.web.dashboard_views import playable_audio_url
+from app.web.dashboard.blueprint import bp
+from app.web.dashboard.views import playable_audio_url
 
 SESSION_KEY = "sim_key"
 POLL_LIMIT = 100
@@ -47,15 +48,19 @@ def simulator():
 @bp.post("/simulator/messages")
 @json_endpoint
 def simulator_send():
+    svc = current_services()
     audio_file = request.files.get("audio")
     audio = audio_file.read() if audio_file and audio_file.filename else None
     try:
-        user_id = simulate_message(current_services(), _session_key(), text=request.form.get("text"), audio=audio)
+        inbound = simulated_inbound(svc.settings, _session_key(), text=request.form.get("text"), audio=audio)
     except SimulatorInputError as exc:
         if _wants_json():
             return jsonify(ok=False, error=str(exc)), 400
         flash(str(exc), "danger")
         return redirect(url_for("dashboard.simulator"))
+    # Stored exactly like a WhatsApp message: same table, same inbox, same pipeline.
+    user_id, _ = store_inbound(svc.db, inbound, channel="simulator")
+    svc.inbox.notify(user_id)
     if _wants_json():
         return jsonify(ok=True, user_id=user_id), 202
     return redirect(url_for("dashboard.simulator"))

@@ -1,4 +1,4 @@
-"""The OpenAI responder (app/responder.py) through the real inbox, the real SDK and the emulators:
+"""The answer stage with OpenAI (app/pipeline/answer.py, app/assistant/prompt.py) through the real inbox, the real SDK and the emulators:
 persona instructions, history from our database, the function-tool loop, isolation between
 users, provider faults, fallbacks and the human handoff."""
 from __future__ import annotations
@@ -10,11 +10,13 @@ import time
 import pytest
 from sqlalchemy import select
 
-import app.responder as responder
+import app.assistant.prompt as prompt
+import app.pipeline.answer as responder
 from app.db import utcnow
 from app.models import Handoff, Lead, Message, Turn, User
 from app.pipeline import notices
-from app.pipeline.context import InboundItem, Passage, PermanentTurnError, RetryableTurnError, TurnContext, UserSnapshot
+from app.pipeline.context import InboundItem, TurnContext
+from app.turn import Passage, PermanentTurnError, RetryableTurnError, UserSnapshot
 from tests.conftest import post_signed, wait_for
 
 PATH = "/webhook/whatsapp"
@@ -163,7 +165,7 @@ def test_history_is_bounded_by_turns_and_size_and_belongs_to_the_user(online):
         current = turn(ana, "agora", None, status="processing")
         ana_id, current_id = ana.id, current.id
 
-    history = responder.load_history(db, ana_id, current_id)
+    history = prompt.load_history(db, ana_id, current_id)
     said = [item["content"] for item in history if item["role"] == "user"]
     assert said == [f"pergunta {n}" for n in range(3, 10)] + ["fala do áudio"]
     assert "segredo do Bruno" not in json.dumps(history)
@@ -182,8 +184,8 @@ def test_history_is_bounded_by_turns_and_size_and_belongs_to_the_user(online):
         session.add(later)
         session.flush()
         later_id = later.id
-    history = responder.load_history(db, ana_id, later_id)
-    assert sum(len(item["content"]) for item in history) <= responder.HISTORY_MAX_CHARS
+    history = prompt.load_history(db, ana_id, later_id)
+    assert sum(len(item["content"]) for item in history) <= prompt.HISTORY_MAX_CHARS
     assert history[-2]["content"].startswith("grande 4")
     assert not any(item["content"].startswith("grande 0") for item in history)
 
@@ -197,7 +199,7 @@ def test_instructions_fill_placeholders_once_and_never_expand_text_inside_values
     persona = "## Core\nSou Endrigo.\n## Context\n{context}\nPerfil:\n{profile}\nAgora: {datetime}\n"
     passages = [Passage(chunk_id="a#0", source="servicos.md", heading="Serviços > Sites",
                         text="Fazemos sites. {profile} {datetime}", score=1.0)]
-    text = responder.build_instructions(persona, passages, _snapshot("Ana {context}"), by_voice=True)
+    text = prompt.build_instructions(persona, passages, _snapshot("Ana {context}"), by_voice=True)
     assert "[1] servicos.md — Serviços > Sites\nFazemos sites. {profile} {datetime}" in text
     assert "- Nome: Ana {context}" in text and "- Mensagens enviadas por esta pessoa até agora: 7" in text
     assert "- Esta resposta vai em: áudio" in text
@@ -205,7 +207,7 @@ def test_instructions_fill_placeholders_once_and_never_expand_text_inside_values
 
 
 def test_a_persona_without_placeholders_still_gets_the_facts():
-    text = responder.build_instructions("## Core\nSou Endrigo.", [], _snapshot())
+    text = prompt.build_instructions("## Core\nSou Endrigo.", [], _snapshot())
     assert text.startswith("## Core\nSou Endrigo.")
     assert "nenhum trecho" in text and "- Nome: Ana" in text and "/20" in text
 

@@ -33,7 +33,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import requests.auth
 
-from app.audio import AUDIO_EXTENSIONS, AUDIO_MIME_TYPES, sniff_audio_type
+from app.audio.formats import mime_for, sniff_audio_type, suffix_for
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class DownloadedMedia:
     content_type: str | None  # from the Content-Type header, lower-case, without parameters
     sniffed_type: str | None  # MIME type recognised from the first bytes, None if unknown
     size: int
-    audio_kind: str | None = None  # app.audio.sniff_audio_type of the bytes
+    audio_kind: str | None = None  # app.audio.formats.sniff_audio_type of the bytes
 
     @property
     def is_audio(self) -> bool:
@@ -125,11 +125,11 @@ class DownloadedMedia:
 # ---- sniffing ----------------------------------------------------------------------------
 
 def sniff_media_type(head: bytes) -> str | None:
-    """MIME type of a file from its first bytes: the audio formats of app.audio plus the
+    """MIME type of a file from its first bytes: the audio formats of app.audio.ffmpeg plus the
     common image/document formats; None when unknown."""
     audio_kind = sniff_audio_type(head)
     if audio_kind is not None:
-        return AUDIO_MIME_TYPES[audio_kind]
+        return mime_for(audio_kind)
     for magic, mime in _OTHER_MAGIC:
         if head.startswith(magic):
             return mime
@@ -286,7 +286,7 @@ def _stream_to_file(response: requests.Response, handle, max_bytes: int) -> tupl
 def _final_name(temp_path: Path, audio_kind: str | None, sniffed: str | None) -> Path:
     """Give the file the extension of what it really is (FFmpeg and OpenAI look at it)."""
     if audio_kind:
-        suffix = AUDIO_EXTENSIONS[audio_kind]
+        suffix = suffix_for(audio_kind)
     else:
         suffix = _EXTENSIONS_BY_MIME.get(sniffed or "", ".bin")
     final = temp_path.with_suffix(suffix)

@@ -199,3 +199,9 @@ def _restore(text: str, held: list[str]) -> str:
             break
         text = _HOLD_PATTERN.sub(lambda m: held[int(m.group(1))], text)
     return text
+
+
+def truncate(text: str | None, limit: int) -> str:
+    """``text`` stripped, cut to ``limit`` characters with an ellipsis when longer."""
+    text = (text or "").strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from app.pipeline.context import Passage
+from app.turn import Passage
 
 MAX_PASSAGES = 2
 MAX_CHARS_PER_PASSAGE = 500

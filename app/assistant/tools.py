@@ -23,11 +23,14 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
+from app.assistant.formatting import truncate
+from app.assistant.reply_mode import REPLY_MODES
 from app.db import utcnow
-from app.localtime import now_local, to_local
+from app.localtime import WEEKDAYS_PT, now_local, to_local
 from app.models import Handoff, Lead, User
+from app.turn import UserSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +44,6 @@ SEARCH_RESULTS = 4
 # A second capture_lead within this window completes the first lead instead of duplicating
 # it (the model learns the e-mail later; a retried turn runs its tools again).
 LEAD_MERGE_WINDOW = dt.timedelta(hours=24)
-REPLY_MODES = ("text", "audio", "auto")
-REPLY_MODE_LABELS = {
-    "text": "texto",
-    "audio": "áudio",
-    "auto": "automática (áudio quando a pessoa manda áudio, texto nos outros casos)",
-}
-WEEKDAYS_PT = ("segunda-feira", "terça-feira", "quarta-feira", "quinta-feira", "sexta-feira", "sábado", "domingo")
 
 
 class ToolArgumentError(ValueError):
@@ -59,7 +55,7 @@ class ToolContext:
     """What a tool may touch: the services and the turn's own user (a snapshot it keeps current)."""
 
     services: Any
-    user: Any  # app.pipeline.context.UserSnapshot
+    user: UserSnapshot
     turn_id: int | None = None
     handoff_opened: bool = False
 
@@ -205,7 +201,7 @@ def search_knowledge(tc: ToolContext, args: dict) -> dict:
     if not passages:
         return {"passages": [], "note": "nada encontrado na base de conhecimento"}
     return {"passages": [
-        {"source": p.source, "heading": p.heading, "text": _truncate(p.text, MAX_PASSAGE_CHARS)} for p in passages
+        {"source": p.source, "heading": p.heading, "text": truncate(p.text, MAX_PASSAGE_CHARS)} for p in passages
     ]}
 
 
@@ -275,10 +271,8 @@ def request_human_handoff(tc: ToolContext, args: dict) -> dict:
     now = utcnow()
     with tc.services.db.session() as session:
         handoff = session.scalar(
-            select(Handoff).where(
-                Handoff.user_id == tc.user.id, Handoff.status == "open",
-                or_(Handoff.expires_at.is_(None), Handoff.expires_at > now),
-            ).order_by(Handoff.id.desc()).limit(1)
+            select(Handoff).where(Handoff.user_id == tc.user.id, Handoff.is_open(now))
+            .order_by(Handoff.id.desc()).limit(1)
         )
         already_open = handoff is not None
         if handoff is None:
@@ -310,11 +304,6 @@ def profile_of(user: User) -> dict:
         "message_count": user.message_count,
         "reply_preference": user.reply_mode,
     }
-
-
-def _truncate(text: str, limit: int) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 # ---- the registry -----------------------------------------------------------------------
@@ -408,7 +397,7 @@ def execute(tc: ToolContext, name: str, arguments_json: str | None) -> ToolResul
         output = {"error": error}
     record = {
         "name": name,
-        "arguments": args if isinstance(args, dict) else _truncate(str(arguments_json or ""), 300),
+        "arguments": args if isinstance(args, dict) else truncate(str(arguments_json or ""), 300),
         "ok": error is None,
         "error": error,
         "ms": round((time.perf_counter() - started) * 1000, 1),

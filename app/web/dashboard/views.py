@@ -22,21 +22,20 @@ from urllib.parse import urlsplit
 from flask import abort, flash, jsonify, redirect, render_template, request, send_file, url_for
 from sqlalchemy import func, or_, select, true, update
 
+from app.audio.formats import mime_for_suffix
+from app.channels.simulator.inbound import UPLOAD_SCHEME, SimulatorInputError, upload_path
 from app.clients.storage import LocalStorage, MediaTokenExpired, MediaTokenInvalid
 from app.db import utcnow
 from app.models import TURN_FAILED, Handoff, Lead, Message, Turn, User
 from app.redaction import redact
 from app.services import current_services
-from app.simulator import UPLOAD_SCHEME, SimulatorInputError, upload_path
-from app.stats import STAGES, compute_stats
 from app.web.auth import json_endpoint, safe_next
-from app.web.dashboard import bp
+from app.web.dashboard.blueprint import bp
+from app.web.dashboard.stats import STAGES, compute_stats
 
 PAGE_SIZE = 25
 TRANSCRIPT_PAGE = 200
 LEADS_PAGE = 50
-_UPLOAD_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "m4a": "audio/mp4",
-                 "aac": "audio/aac", "amr": "audio/amr", "webm": "audio/webm", "flac": "audio/flac"}
 
 
 @bp.app_template_filter("redact")
@@ -118,7 +117,7 @@ def inbound_audio(message_id: int):
         abort(404)
     if not path.is_file():
         abort(404)
-    mimetype = _UPLOAD_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    mimetype = mime_for_suffix(path.suffix) or "application/octet-stream"
     return send_file(path, mimetype=mimetype, conditional=True)
 
 
@@ -156,7 +155,7 @@ def conversations():
         page = min(page, pages)
         users = session.scalars(rows.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
         open_handoffs = set(session.scalars(
-            select(Handoff.user_id).where(Handoff.status == "open", Handoff.user_id.in_([u.id for u in users]))
+            select(Handoff.user_id).where(Handoff.is_open(utcnow()), Handoff.user_id.in_([u.id for u in users]))
         )) if users else set()
     return render_template("conversations.html", users=users, query=query, page=page, pages=pages,
                            total=total, open_handoffs=open_handoffs)

@@ -6,12 +6,9 @@ is split at paragraph, then sentence, then word boundaries, so every part reads 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from app.clients.twilio_client import SentMessage
-
-if TYPE_CHECKING:  # pragma: no cover - types only; importing the pipeline here would be circular
-    from app.pipeline.context import OutboundPart, UserSnapshot
+from app.turn import OutboundPart, UserSnapshot
 
 MAX_BODY_CHARS = 1600
 

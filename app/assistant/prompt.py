@@ -1,0 +1,112 @@
+"""What the model is told: the persona with its facts filled in, and the user's history.
+
+``build_instructions`` fills the persona's ``{context}``, ``{profile}`` and ``{datetime}``
+placeholders (knowledge passages, the user's profile, São Paulo time); ``load_history``
+reads the user's last answered turns from OUR database (requests use store=false).
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from app.assistant.formatting import truncate
+from app.assistant.reply_mode import REPLY_MODE_LABELS
+from app.localtime import WEEKDAYS_PT, now_local, to_local
+from app.models import TURN_ANSWERED, Message, Turn
+from app.turn import Passage, UserSnapshot
+
+HISTORY_TURNS = 8
+HISTORY_MAX_CHARS = 6000
+HISTORY_ITEM_MAX_CHARS = 1500
+CONTEXT_PASSAGE_MAX_CHARS = 1200
+CONTEXT_MAX_CHARS = 6000
+PROFILE_NAME_MAX_CHARS = 80
+
+_PLACEHOLDER = re.compile(r"\{(context|profile|datetime)\}")
+
+
+def build_instructions(persona: str, passages: list[Passage], user: UserSnapshot, by_voice: bool = False) -> str:
+    """The persona with its placeholders filled; one pass, so filled text is never re-read."""
+    values = {
+        "context": format_passages(passages),
+        "profile": format_profile(user, by_voice),
+        "datetime": format_datetime(),
+    }
+    text = _PLACEHOLDER.sub(lambda match: values[match.group(1)], persona)
+    # A persona edited without some placeholder still gets the facts, after its own text.
+    missing = [key for key in values if "{" + key + "}" not in persona]
+    if missing:
+        text = text.rstrip() + "\n\n" + "\n\n".join(values[key] for key in missing) + "\n"
+    return text
+
+
+def format_passages(passages: list[Passage]) -> str:
+    if not passages:
+        return "(nenhum trecho da base de conhecimento foi encontrado para esta mensagem)"
+    blocks: list[str] = []
+    used = 0
+    for number, passage in enumerate(passages, start=1):
+        title = " — ".join(part for part in (passage.source, passage.heading) if part)
+        block = f"[{number}] {title}\n{truncate(passage.text, CONTEXT_PASSAGE_MAX_CHARS)}"
+        if used + len(block) > CONTEXT_MAX_CHARS and blocks:
+            break
+        blocks.append(block)
+        used += len(block)
+    return "\n\n".join(blocks)
+
+
+def format_profile(user: UserSnapshot, by_voice: bool = False) -> str:
+    name = " ".join((user.name or "").split())[:PROFILE_NAME_MAX_CHARS] or "ainda não sabemos"
+    first = to_local(user.first_seen_at).strftime("%d/%m/%Y") if user.first_seen_at else "hoje"
+    mode = REPLY_MODE_LABELS.get(user.reply_mode, user.reply_mode)
+    return (
+        f"- Nome: {name}\n"
+        f"- Primeiro contato: {first}\n"
+        f"- Mensagens enviadas por esta pessoa até agora: {user.message_count}\n"
+        f"- Preferência de resposta: {mode}\n"
+        f"- Esta resposta vai em: {'áudio (escreva como quem fala)' if by_voice else 'texto'}"
+    )
+
+
+def format_datetime() -> str:
+    now = now_local()
+    return f"{WEEKDAYS_PT[now.weekday()]}, {now.strftime('%d/%m/%Y %H:%M')}"
+
+
+# ---- history ----------------------------------------------------------------------------
+
+def load_history(db, user_id: int, turn_id: int) -> list[dict]:
+    """This user's last answered turns as user/assistant items, oldest first, within the size cap."""
+    with db.session() as session:
+        turns = session.execute(
+            select(Turn.id, Turn.reply_text)
+            .where(Turn.user_id == user_id, Turn.id < turn_id, Turn.status == TURN_ANSWERED,
+                   Turn.reply_text.is_not(None))
+            .order_by(Turn.id.desc())
+            .limit(HISTORY_TURNS)
+        ).all()
+        if not turns:
+            return []
+        rows = session.execute(
+            select(Message.turn_id, Message.body, Message.transcription)
+            .where(Message.turn_id.in_([t.id for t in turns]), Message.direction == "in",
+                   Message.user_id == user_id)
+            .order_by(Message.created_at, Message.id)
+        ).all()
+    said: dict[int, list[str]] = defaultdict(list)
+    for row in rows:
+        said[row.turn_id].extend(part.strip() for part in (row.body, row.transcription) if part and part.strip())
+    pairs: list[list[dict]] = []
+    used = 0
+    for turn in turns:  # newest first: the oldest are the ones dropped
+        user_text = truncate("\n".join(said.get(turn.id, [])), HISTORY_ITEM_MAX_CHARS)
+        reply = truncate(turn.reply_text, HISTORY_ITEM_MAX_CHARS)
+        if not user_text or not reply:
+            continue
+        if used + len(user_text) + len(reply) > HISTORY_MAX_CHARS:
+            break
+        used += len(user_text) + len(reply)
+        pairs.append([{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}])
+    return [item for pair in reversed(pairs) for item in pair]

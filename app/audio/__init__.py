@@ -1,0 +1,1 @@
+"""Audio: the table of formats (``formats``) and the FFmpeg conversions and silence check (``ffmpeg``)."""
