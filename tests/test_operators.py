@@ -317,6 +317,12 @@ def test_five_failures_for_a_name_from_one_address_throttle_that_pair(db):
     assert login_limits.retry_after(db, "joana", "10.0.0.1", now=T0 + dt.timedelta(seconds=10)) == 0
 
 
+def test_retry_after_counts_from_the_failure_that_keeps_the_limit_reached(db):
+    # Six failures (concurrent requests can overshoot): allowed again when only four are left.
+    fail(db, "maria", "10.0.0.1", 6)
+    assert login_limits.retry_after(db, "maria", "10.0.0.1", now=T0 + dt.timedelta(seconds=10)) == 891
+
+
 def test_failures_from_other_addresses_never_lock_out_a_new_client(db):
     accounts.create(db, "maria", "agent", PASSWORD)
     for i in range(40):

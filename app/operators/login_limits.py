@@ -51,13 +51,15 @@ def pair_key(name: str, client_addr: str | None) -> str:
     return f"name:{name[:_PART_LENGTH]}|{address_key(client_addr)}"
 
 
-def _failures_since(session, key: str, since: dt.datetime, reset_by_success: bool) -> list[dt.datetime]:
-    """Failure times for ``key`` after ``since`` (and after its last success, if that resets it), newest first."""
-    if reset_by_success:
-        last_success = session.scalar(select(func.max(LoginAttempt.created_at)).where(
-            LoginAttempt.key == key, LoginAttempt.succeeded.is_(True), LoginAttempt.created_at > since))
-        if last_success is not None:
-            since = last_success
+def _failures_since(session, key: str, since: dt.datetime) -> list[dt.datetime]:
+    """Failure times for ``key`` after ``since`` and after the key's last success, newest first.
+
+    Only pair keys ever hold successes (``record``), so only they are reset by one.
+    """
+    last_success = session.scalar(select(func.max(LoginAttempt.created_at)).where(
+        LoginAttempt.key == key, LoginAttempt.succeeded.is_(True), LoginAttempt.created_at > since))
+    if last_success is not None:
+        since = last_success
     return list(session.scalars(
         select(LoginAttempt.created_at)
         .where(LoginAttempt.key == key, LoginAttempt.succeeded.is_(False), LoginAttempt.created_at > since)
@@ -71,9 +73,9 @@ def retry_after(db: Database, name: str, client_addr: str | None, now: dt.dateti
     since = now - WINDOW
     waits = []
     with db.session() as session:
-        for key, limit, resets in ((pair_key(name, client_addr), MAX_FAILURES_PER_PAIR, True),
-                                   (address_key(client_addr), MAX_FAILURES_PER_ADDRESS, False)):
-            failures = _failures_since(session, key, since, resets)
+        for key, limit in ((pair_key(name, client_addr), MAX_FAILURES_PER_PAIR),
+                           (address_key(client_addr), MAX_FAILURES_PER_ADDRESS)):
+            failures = _failures_since(session, key, since)
             if len(failures) >= limit:
                 # Allowed again once fewer than `limit` failures are left in the window,
                 # i.e. when the limit-th newest one leaves it.
