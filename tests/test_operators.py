@@ -18,7 +18,6 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, inspect, select, update
 
 from app.config import PROJECT_ROOT
-from app.db import utcnow
 from app.models import ApiToken, Base, LoginAttempt, Operator, OperatorAction, User
 from app.operators import (
     BOOTSTRAP_NAME,
@@ -396,6 +395,25 @@ def test_dashboard_password_alone_logs_in_as_the_bootstrap_admin(make_settings, 
     # Start-up again with the same password: nothing changes, sessions survive.
     assert bootstrap_admin(db, make_settings(dashboard_password="choose-one")).session_version == admin.session_version
     assert count(db, Operator) == 1
+
+
+def test_bootstrap_survives_another_worker_creating_the_admin_at_the_same_moment(make_settings, db, monkeypatch):
+    real_hash = accounts.hash_password
+    calls = []
+
+    def hash_while_another_worker_inserts(password):
+        calls.append(password)
+        if len(calls) == 1:  # between our SELECT and our INSERT, another process wins
+            with db.session() as other:
+                other.add(Operator(name="admin", role="admin", password_hash=real_hash(password),
+                                   password_from_env=True, active=True))
+        return real_hash(password)
+
+    monkeypatch.setattr(accounts, "hash_password", hash_while_another_worker_inserts)
+    admin = bootstrap_admin(db, make_settings(dashboard_password="choose-one"))
+    assert admin is not None and admin.name == "admin"
+    assert count(db, Operator) == 1
+    assert authenticate_login(db, "", "choose-one", "10.0.0.1").ok
 
 
 def test_no_dashboard_password_creates_no_admin(make_settings, db):

@@ -131,6 +131,11 @@ def password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
+def warm_up() -> None:
+    """Make the dummy hash now (start-up), so the first unknown-name login costs no extra hash."""
+    _dummy()
+
+
 def _dummy() -> str:
     global _dummy_hash
     with _dummy_lock:

@@ -105,6 +105,7 @@ def load_session_operator(db: Database, session_data) -> Account | None:
 
 def bootstrap_admin(db: Database, settings) -> Account | None:
     """Keep the ``admin`` operator in step with DASHBOARD_PASSWORD (see the module docstring)."""
+    accounts.warm_up()
     password = settings.dashboard_password
     for _ in range(2):  # a second pass when another worker created the row at the same moment
         try:
