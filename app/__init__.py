@@ -57,6 +57,9 @@ def create_app(config=None) -> Flask:
     from app.web import register_blueprints
 
     register_blueprints(app, settings)
+    from app.operators.cli import register_cli
+
+    register_cli(app)
 
     if settings.start_workers:
         services.inbox.start()

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x models: users, messages, turns, leads, handoffs, provider status.
+"""SQLAlchemy 2.x models: users, messages, turns, leads, handoffs, provider status, operators.
 
 The schema is created and changed only by Alembic migrations (migrations/versions/);
 keep a migration in step with every change here. All timestamps are naive UTC.
@@ -164,3 +164,80 @@ class ProviderStatus(Base):
     last_ok_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# ---- operators (the dashboard's people; logic in app/operators/) ---------------------------
+
+ROLE_ADMIN, ROLE_AGENT = "admin", "agent"
+OPERATOR_ROLES = (ROLE_ADMIN, ROLE_AGENT)
+
+
+class Operator(Base):
+    """A person who logs in to the dashboard or calls its API with a token."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Normalised (lower case) login name; see app/operators/accounts.py.
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(8), nullable=False)  # admin | agent
+    # argon2id (argon2-cffi's encoded form). Never shown, logged or sent anywhere.
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    # True while the password is DASHBOARD_PASSWORD's (the bootstrap admin): start-up keeps it
+    # in step with the variable; setting a password of its own clears the flag.
+    password_from_env: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Stored in the session at login; bumping it (logout everywhere, password change,
+    # disable) makes every existing session of this operator invalid.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+
+
+class ApiToken(Base):
+    """A bearer token for the API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), nullable=False, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # The token's first characters, to tell tokens apart in lists; far too few to use it.
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class OperatorAction(Base):
+    """The audit trail: who did what to which user, and when."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"), index=True)
+    # Kept as text so the record stays readable whatever happens to the operator row.
+    operator_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    detail: Mapped[dict | list | str | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_operator_actions_created", "created_at"),)
+
+
+class LoginAttempt(Base):
+    """One password check, counted by app/operators/login_limits.py (shared by every process)."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # "ip:<address>" or "name:<operator>|ip:<address>"
+    key: Mapped[str] = mapped_column(String(160), nullable=False)
+    succeeded: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (
+        Index("ix_login_attempts_key_created", "key", "created_at"),
+        Index("ix_login_attempts_created", "created_at"),
+    )
