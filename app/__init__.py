@@ -19,12 +19,11 @@ log = logging.getLogger(__name__)
 
 def create_app(config=None) -> Flask:
     """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
-    from app.config import Settings, log_boot_warnings
+    from app.config import Settings, load_or_create_secret, log_boot_warnings
     from app.db import Database
     from app.inbox import Inbox
     from app.logging import configure_logging
     from app.redaction import register_secret
-    from app.security import load_or_create_secret
     from app.services import Services
 
     if config is None:

@@ -30,8 +30,7 @@ from typing import Protocol
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from app.config import Settings
-from app.security import load_or_create_secret
+from app.config import Settings, load_or_create_secret
 
 log = logging.getLogger(__name__)
 
