@@ -1,0 +1,195 @@
+"""One configuration everywhere: .env as the app reads it, in every entry point; .env.example
+complete both ways.
+
+The entry points run as real subprocesses (alembic, ``python -m app.ops.migrate``, the
+Flask CLI, gunicorn's config module) in a temporary folder, with the variables under test
+removed from their environment, so only the .env file can supply them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.config import ConfigError, Settings, listen_address, load_env_file
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+HEAD = "0002"  # the newest revision in migrations/versions
+
+
+# -- which variables the code reads ----------------------------------------------------------
+class _RecordingEnv(dict):
+    """An empty environment that remembers every name asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+# Process environment only: ``request.environ`` (WSGI keys such as RAW_URI) is not matched.
+_ENV_READ = [
+    re.compile(r"""(?<![\w.])(?:os\.environ|environ|os\.getenv|getenv|env|_env)(?:\.get|\.setdefault|\.pop)?"""
+               r"""\(\s*["']([A-Z][A-Z0-9_]+)["']"""),
+    re.compile(r"""(?<![\w.])os\.environ\[\s*["']([A-Z][A-Z0-9_]+)["']\s*\]"""),
+    re.compile(r"""\(\s*env,\s*["']([A-Z][A-Z0-9_]+)["']"""),  # _str(env, "NAME") and friends
+]
+
+
+def variables_read_by_code() -> set[str]:
+    # The Settings field -> variable mapping, by asking from_env what it reads ...
+    env = _RecordingEnv()
+    Settings.from_env(env=env)
+    listen_address(env)
+    names = set(env.asked)
+    # ... and every literal os.environ / getenv / env.get use in the code the app runs.
+    files = [*sorted((ROOT / "app").rglob("*.py")), ROOT / "main.py", ROOT / "gunicorn.conf.py",
+             ROOT / "migrations" / "env.py"]
+    for file in files:
+        source = file.read_text()
+        for pattern in _ENV_READ:
+            names |= set(pattern.findall(source))
+    return names
+
+
+def variables_in_env_example() -> set[str]:
+    # Active lines (NAME=default) and commented examples (# NAME=value) both document a name.
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+
+
+def test_env_example_lists_every_variable_the_code_reads_and_no_other():
+    read, documented = variables_read_by_code(), variables_in_env_example()
+    assert {"DATABASE_URL", "OPENAI_API_KEY", "ENV_FILE", "WEB_CONCURRENCY", "GUNICORN_THREADS", "HOST", "PORT",
+            "BIND", "ACCESS_LOG", "STORAGE_EMULATOR_HOST"} <= read
+    assert not read - documented, f"read by the code but missing from .env.example: {sorted(read - documented)}"
+    assert not documented - read, f"in .env.example but read by nothing: {sorted(documented - read)}"
+
+
+# -- load_env_file ---------------------------------------------------------------------------------
+def test_load_env_file_fills_in_but_never_overrides_the_environment(tmp_path):
+    file = tmp_path / "custom.env"
+    file.write_text("DATABASE_URL=sqlite:///from-file.db\nLOG_LEVEL=DEBUG\nEMPTY=\n")
+    environ = {"LOG_LEVEL": "WARNING"}
+    assert load_env_file(file, environ=environ) == file
+    assert environ == {"LOG_LEVEL": "WARNING", "DATABASE_URL": "sqlite:///from-file.db", "EMPTY": ""}
+
+
+def test_env_file_variable_names_the_file_and_must_exist(tmp_path):
+    file = tmp_path / "elsewhere.env"
+    file.write_text("PORT=8123\n")
+    environ = {"ENV_FILE": str(file)}
+    assert load_env_file(environ=environ) == file and environ["PORT"] == "8123"
+    with pytest.raises(ConfigError, match="ENV_FILE"):
+        load_env_file(environ={"ENV_FILE": str(tmp_path / "missing.env")})
+
+
+def test_the_nearest_env_from_the_current_directory_upwards_is_read(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("PORT=8124\n")
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "deep" / "er")
+    environ: dict = {}
+    assert load_env_file(environ=environ) == tmp_path / ".env" and environ == {"PORT": "8124"}
+
+
+# -- the entry points, as subprocesses ---------------------------------------------------------
+def _clean_env(**extra) -> dict:
+    """This process's environment without any variable the code reads (nor Flask's), plus ``extra``."""
+    drop = variables_read_by_code() | {"FLASK_APP", "FLASK_SKIP_DOTENV", "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(extra)
+    return env
+
+
+def _run(args, cwd, env, timeout=120) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _revision(database_url: str) -> str | None:
+    engine = create_engine(Settings.from_env(env={"DATABASE_URL": database_url}).database_url)
+    try:
+        with engine.connect() as conn:
+            if not engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_alembic_by_hand_migrates_the_database_named_in_dot_env(tmp_path, database_url):
+    """`alembic upgrade head` with DATABASE_URL only in ./.env migrates THAT database."""
+    (tmp_path / ".env").write_text(f"DATABASE_URL={database_url}\n")
+    assert _revision(database_url) is None
+    _run([str(BIN / "alembic"), "-c", str(ROOT / "alembic.ini"), "upgrade", "head"], tmp_path, _clean_env())
+    assert _revision(database_url) == HEAD
+
+
+def test_the_migrate_command_reads_the_file_env_file_names(tmp_path, database_url):
+    """`python -m app.ops.migrate` (make migrate) from a folder with no .env, ENV_FILE naming one."""
+    env_file = tmp_path / "conf" / "endrigo.env"
+    env_file.parent.mkdir()
+    env_file.write_text(f"DATABASE_URL={database_url}\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = _run([PYTHON, "-m", "app.ops.migrate"], workdir,
+                  _clean_env(ENV_FILE=str(env_file), PYTHONPATH=str(ROOT)))
+    assert _revision(database_url) == HEAD
+    assert f"revision {HEAD} (head)" in result.stderr and str(env_file) in result.stderr
+
+
+def test_the_migrate_command_hides_the_database_password(tmp_path):
+    env_file = tmp_path / "bad.env"
+    # Nothing listens on port 9: the connection fails, and the error must not show the password.
+    env_file.write_text("DATABASE_URL=postgresql://bot:pa55-w0rd-secret@127.0.0.1:9/endrigo\n")
+    result = subprocess.run([PYTHON, "-m", "app.ops.migrate"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, env=_clean_env(ENV_FILE=str(env_file), PYTHONPATH=str(ROOT)), check=False)
+    assert result.returncode == 1 and "migration failed" in result.stderr
+    assert "pa55-w0rd-secret" not in result.stdout + result.stderr
+
+
+def test_the_flask_cli_reads_dot_env_like_the_app(tmp_path):
+    """`flask --app main …` builds the app from the same .env (here named by ENV_FILE)."""
+    database = tmp_path / "cli.db"
+    env_file = tmp_path / "cli.env"
+    env_file.write_text(f"DATABASE_URL=sqlite:///{database}\nINBOX_ENABLED=false\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = _run([str(BIN / "flask"), "--app", "main", "routes"], workdir,
+                  _clean_env(ENV_FILE=str(env_file), PYTHONPATH=str(ROOT)))
+    assert "/webhook/whatsapp" in result.stdout
+    assert _revision(f"sqlite:///{database}") == HEAD  # create_app migrated the .env's database
+
+
+def _gunicorn_settings(cwd: Path, **env) -> dict:
+    code = ("import json, runpy; ns = runpy.run_path('gunicorn.conf.py'); "
+            "print(json.dumps({k: ns[k] for k in ('bind', 'workers', 'threads', 'accesslog')}))")
+    result = _run([PYTHON, "-c", code], ROOT, _clean_env(**env))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_gunicorn_conf_takes_its_settings_from_dot_env(tmp_path):
+    env_file = tmp_path / "gunicorn.env"
+    env_file.write_text("WEB_CONCURRENCY=3\nGUNICORN_THREADS=5\nBIND=127.0.0.1:8123\nACCESS_LOG=true\n")
+    assert _gunicorn_settings(tmp_path, ENV_FILE=str(env_file)) == {
+        "bind": "127.0.0.1:8123", "workers": 3, "threads": 5, "accesslog": "-"}
+    # The real environment wins over the file.
+    assert _gunicorn_settings(tmp_path, ENV_FILE=str(env_file), WEB_CONCURRENCY="7")["workers"] == 7
+
+
+def test_gunicorn_conf_treats_the_empty_values_of_a_copied_example_as_defaults(tmp_path):
+    env_file = tmp_path / "copied.env"
+    env_file.write_text("WEB_CONCURRENCY=\nGUNICORN_THREADS=\nBIND=\nHOST=\nPORT=5055\nACCESS_LOG=\n")
+    assert _gunicorn_settings(tmp_path, ENV_FILE=str(env_file)) == {
+        "bind": "0.0.0.0:5055", "workers": 2, "threads": 8, "accesslog": None}
