@@ -19,10 +19,11 @@ log = logging.getLogger(__name__)
 
 def create_app(config=None) -> Flask:
     """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
-    from app.config import Settings, log_boot_warnings
+    from app.config import Settings
     from app.db import Database
     from app.inbox import Inbox
     from app.logging import configure_logging
+    from app.ops.startup import log_startup_report
     from app.redaction import register_secret
     from app.security import load_or_create_secret
     from app.services import Services
@@ -38,7 +39,7 @@ def create_app(config=None) -> Flask:
     for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
                    settings.dashboard_password, settings.secret_key):
         register_secret(secret)
-    log_boot_warnings(settings, log)
+    log_startup_report(settings)
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["SECRET_KEY"] = settings.secret_key or load_or_create_secret(settings.instance_dir)

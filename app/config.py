@@ -281,6 +281,16 @@ def _normalised(settings: Settings) -> Settings:
 
 def boot_warnings(settings: Settings) -> list[str]:
     """Warnings an operator must see at every start."""
+    warnings = security_warnings(settings)
+    if settings.offline:
+        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
+    if not settings.twilio_configured:
+        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
+    return warnings
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """The boot warnings about unsafe or ignored settings (the start-up report explains the rest)."""
     warnings = []
     if not settings.twilio_validate_signature:
         warnings.append(
@@ -292,10 +302,6 @@ def boot_warnings(settings: Settings) -> list[str]:
             "ASSISTANT_ID is set but ignored: the OpenAI Assistants API was shut down on 2026-08-26; "
             "the persona now lives in documents/persona.md."
         )
-    if settings.offline:
-        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
-    if not settings.twilio_configured:
-        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
     return warnings
 
 

@@ -1,5 +1,5 @@
 """One configuration everywhere: .env as the app reads it, in every entry point; .env.example
-complete both ways.
+complete both ways; the start-up report.
 
 The entry points run as real subprocesses (alembic, ``python -m app.ops.migrate``, the
 Flask CLI, gunicorn's config module) in a temporary folder, with the variables under test
@@ -8,6 +8,7 @@ removed from their environment, so only the .env file can supply them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from app.config import ConfigError, Settings, listen_address, load_env_file
+from app.ops.startup import local_base_url, startup_report
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -170,6 +172,7 @@ def test_the_flask_cli_reads_dot_env_like_the_app(tmp_path):
                   _clean_env(ENV_FILE=str(env_file), PYTHONPATH=str(ROOT)))
     assert "/webhook/whatsapp" in result.stdout
     assert _revision(f"sqlite:///{database}") == HEAD  # create_app migrated the .env's database
+    assert "inbox paused (INBOX_ENABLED=false)" in result.stderr  # and read its other settings
 
 
 def _gunicorn_settings(cwd: Path, **env) -> dict:
@@ -193,3 +196,68 @@ def test_gunicorn_conf_treats_the_empty_values_of_a_copied_example_as_defaults(t
     env_file.write_text("WEB_CONCURRENCY=\nGUNICORN_THREADS=\nBIND=\nHOST=\nPORT=5055\nACCESS_LOG=\n")
     assert _gunicorn_settings(tmp_path, ENV_FILE=str(env_file)) == {
         "bind": "0.0.0.0:5055", "workers": 2, "threads": 8, "accesslog": None}
+
+
+# -- the start-up report ---------------------------------------------------------------------
+def _report(caplog, make_app, **overrides) -> list[logging.LogRecord]:
+    with caplog.at_level(logging.INFO, logger="app.ops.startup"):
+        make_app(start_workers=False, **overrides)
+    return [r for r in caplog.records if r.name == "app.ops.startup"]
+
+
+def test_report_of_a_bare_install_says_what_is_offline_locked_and_where_to_point_twilio(make_app, caplog):
+    records = _report(caplog, make_app, twilio_account_sid=None, twilio_auth_token=None, public_base_url=None)
+    lines = [r.getMessage() for r in records]
+    text_ = "\n".join(lines)
+    assert all(line.startswith("start-up: ") for line in lines)
+    assert "offline: OpenAI (OPENAI_API_KEY unset) - answers come from the knowledge base alone" in text_
+    assert "offline: ElevenLabs (ELEVENLABS_API_KEY unset) - replies are text only" in text_
+    assert "offline: Twilio (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN unset) - no WhatsApp sending" in text_
+    assert "storage: local files in" in text_
+    assert "dashboard locked: set DASHBOARD_PASSWORD" in text_
+    assert "inbox paused (INBOX_ENABLED=false)" in text_
+    assert ("PUBLIC_BASE_URL is unset" in text_ and "http://127.0.0.1:5000/webhook/whatsapp and "
+            "http://127.0.0.1:5000/webhook/whatsapp/status" in text_)
+    locked = next(r for r in records if "dashboard locked" in r.getMessage())
+    assert locked.levelno == logging.WARNING
+
+
+def test_report_of_a_live_install_gives_the_twilio_urls_and_no_secret(make_app, caplog, twilio_fake):
+    secrets = {"openai": "sk-live-0123456789abcdef", "eleven": "el-live-0123456789abcdef",
+               "password": "operator-pass-42", "gcs_key": "/secret/path/key.json"}
+    records = _report(caplog, make_app, openai_api_key=secrets["openai"], openai_base_url="http://127.0.0.1:9/v1",
+                      elevenlabs_api_key=secrets["eleven"], dashboard_password=secrets["password"],
+                      public_base_url="https://bot.example.com/")
+    text_ = "\n".join(r.getMessage() for r in records)
+    assert "Twilio webhook, 'A message comes in' (POST): https://bot.example.com/webhook/whatsapp" in text_
+    assert "Twilio status callback URL (POST): https://bot.example.com/webhook/whatsapp/status" in text_
+    assert "online: OpenAI (answers gpt-5.4-mini" in text_ and "online: ElevenLabs" in text_
+    assert "online: Twilio" in text_ and "dashboard: operator login at /login" in text_
+    assert "offline" not in text_ and "locked" not in text_ and "PUBLIC_BASE_URL is unset" not in text_
+    everything = caplog.text + text_
+    for secret in (*secrets.values(), twilio_fake.auth_token, "test-secret-key-123456"):
+        assert secret not in everything
+    assert "+14155238886" not in everything
+
+
+def test_report_keeps_the_security_warnings(make_app, caplog):
+    records = _report(caplog, make_app, twilio_validate_signature=False, assistant_id="asst_123")
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any("TWILIO_VALIDATE_SIGNATURE=false" in w for w in warnings)
+    assert any("Assistants API was shut down on 2026-08-26" in w for w in warnings)
+
+
+@pytest.mark.parametrize("env, url", [
+    ({}, "http://127.0.0.1:5000"),
+    ({"HOST": "0.0.0.0", "PORT": "8000"}, "http://127.0.0.1:8000"),
+    ({"BIND": "10.0.0.5:9000", "PORT": "1"}, "http://10.0.0.5:9000"),
+    ({"BIND": "unix:/run/endrigo.sock"}, "(a socket: unix:/run/endrigo.sock)"),
+])
+def test_local_base_url_follows_the_server_address(env, url):
+    assert local_base_url(env) == url
+
+
+def test_report_uses_the_server_address_for_the_local_urls():
+    lines = startup_report(Settings.from_env(env={}), env={"PORT": "8080"})
+    note = next(line for _, line in lines if "PUBLIC_BASE_URL is unset" in line)
+    assert "http://127.0.0.1:8080/webhook/whatsapp and http://127.0.0.1:8080/webhook/whatsapp/status" in note
