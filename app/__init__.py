@@ -23,6 +23,7 @@ def create_app(config=None) -> Flask:
     from app.db import Database
     from app.inbox import Inbox
     from app.logging import configure_logging
+    from app.ops.model_watch import start_model_watch
     from app.ops.startup import log_startup_report
     from app.redaction import register_secret
     from app.security import load_or_create_secret
@@ -58,6 +59,7 @@ def create_app(config=None) -> Flask:
     from app.web import register_blueprints
 
     register_blueprints(app)
+    start_model_watch(app, services)  # may refuse to boot: OpenAI says a model every turn needs is gone
 
     if settings.start_workers:
         services.inbox.start()
