@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -162,6 +163,78 @@ def test_ids_and_hashes_are_stable_and_local_to_the_edit():
     assert first[1].hash == hashlib.sha256("A > B\ndois.".encode()).hexdigest()
     edited = chunk_text(text.replace("dois.", "dois, editado."), "f.md")
     assert [a.hash == b.hash for a, b in zip(first, edited, strict=True)] == [True, False, True]
+
+
+def test_a_hard_wrapped_paragraph_becomes_one_line():
+    text = "# Atendimento\n\nA equipe atende de segunda a sexta-feira,\ndas 9h às 18h, no horário\nde Brasília.\n\nO assistente\nresponde sempre.\n"
+    [chunk] = chunk_text(text, "a.md")
+    assert chunk.text == ("A equipe atende de segunda a sexta-feira, das 9h às 18h, no horário de Brasília."
+                          "\n\nO assistente responde sempre.")
+    assert chunk.hash == hashlib.sha256(f"Atendimento\n{chunk.text}".encode()).hexdigest()
+
+
+def test_a_list_stays_a_list_with_its_items_joined():
+    text = ("# Serviços\n\nOferecemos:\n\n- tráfego pago no Google\n  e no Meta\n- sites\n"
+            "  - landing pages rápidas\n    e responsivas\n1. primeiro\n2. segundo\ncontinuação\n")
+    assert chunk_text(text, "s.md")[0].text == (
+        "Oferecemos:\n\n- tráfego pago no Google e no Meta\n- sites\n  - landing pages rápidas e responsivas\n"
+        "1. primeiro\n2. segundo continuação")
+
+
+def test_headings_tables_code_and_explicit_breaks_are_kept():
+    table = "| serviço | prazo |\n|---|---|\n| site | 30 dias |"
+    code = "```\nlinha um\n  linha dois\n```"
+    text = (f"# T\n## Sub\nTexto\nquebrado.\n\n{table}\n\n{code}\n\n    indentado\n    código\n\n"
+            "Rua A, 1  \nSão Paulo\n\n\n\nFim.")
+    chunks = chunk_text(text, "t.md")
+    assert [c.heading for c in chunks] == ["T > Sub"]
+    assert chunks[0].text == (f"Texto quebrado.\n\n{table}\n\n{code}\n\n    indentado\n    código\n\n"
+                              "Rua A, 1\nSão Paulo\n\nFim.")
+
+
+def test_a_list_too_long_for_one_chunk_is_cut_between_items():
+    items = "\n".join(f"- item {n}: " + " ".join(f"palavra{n}x{i}" for i in range(12)) + "\n  fim." for n in range(40))
+    chunks = chunk_text("# Lista\n\n" + items, "l.md", max_tokens=120, overlap_tokens=20)
+    assert len(chunks) > 3 and all(estimate_tokens(c.text) <= 120 for c in chunks)
+    for n, chunk in enumerate(chunks):
+        units = chunk.text.split("\n\n")[(1 if n else 0):]  # later chunks open with the overlap
+        lines = [line for unit in units for line in unit.split("\n")]
+        assert all(re.fullmatch(r"- item \d+: (palavra\S+ )+fim\.", line) for line in lines), chunk.text
+
+
+def test_a_wrapped_line_starting_with_a_number_is_not_a_list():
+    assert kb.reflow_markdown("Começamos em\n2026. Foi bom.\n- item\n> citação\n> longa") == (
+        "Começamos em 2026. Foi bom.\n- item\n> citação longa")
+
+
+def test_reflow_applies_to_markdown_only():
+    assert chunk_text("linha um\nlinha dois", "a.txt", markdown=False)[0].text == "linha um\nlinha dois"
+
+
+# A line break inside a sentence: a line that does not end with terminal punctuation
+# (. ! ? : ; …, optionally followed by a closing quote or bracket) followed by a line whose
+# first letter-or-digit character is a lower-case letter. List items start with a marker, so
+# "- item" lines are not counted; a list item that wraps into a lower-case line is.
+_TERMINAL = re.compile(r"[.!?:;…][\"'”’)\]]*$")
+
+
+def broken_sentences(text: str) -> list[tuple[str, str]]:
+    lines = text.split("\n")
+    return [(a, b) for a, b in zip(lines, lines[1:])
+            if a.strip() and b.strip() and not _TERMINAL.search(a.rstrip()) and b.lstrip()[0].islower()]
+
+
+def test_broken_sentences_are_detected():
+    assert broken_sentences("por texto\nou por voz.") == [("por texto", "ou por voz.")]
+    assert broken_sentences("Fim.\noutra coisa\n- item\n\nnovo parágrafo") == []
+
+
+@pytest.mark.parametrize("folder", ["shipped", "frozen sample"])
+def test_no_chunk_breaks_a_line_inside_a_sentence(folder, docs):
+    chunks = chunk_documents(DOCUMENTS if folder == "shipped" else docs)
+    assert chunks
+    assert [(c.id, pair) for c in chunks for pair in broken_sentences(c.text)] == []
+    assert [(c.id, pair) for c in chunks for pair in broken_sentences(embedding_input(c))] == []
 
 
 def test_shipped_documents_exclude_the_persona_and_keep_chunks_bounded():

@@ -3,7 +3,8 @@
 One package owns the format of ``documents/knowledge_vectors.json`` so that the indexing
 script (``create_embeddings.py``) and the app can never disagree about it.
 
-- Chunking: heading-aware Markdown chunks of at most ~450 estimated tokens with ~50 tokens
+- Chunking: Markdown reflowed (hard-wrapped paragraphs joined, lists one item per line),
+  then heading-aware chunks of at most ~450 estimated tokens with ~50 tokens
   of overlap; every chunk carries its heading path ("Serviços > Tráfego pago"), a stable id
   ``source#index`` and a content hash (sha256 of heading + text).
 - Format: ``{"format": 1, "model", "dimensions", "created_at", "chunks": [{"id", "source",
@@ -72,6 +73,7 @@ from app.knowledge.text import (  # noqa: F401
     PORTUGUESE_STOPWORDS,
     distinctive_terms,
     fold,
+    reflow_markdown,
     tokenize,
 )
 from app.knowledge.vector_file import (  # noqa: F401
