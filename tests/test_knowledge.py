@@ -430,6 +430,21 @@ def test_dense_ranking_finds_what_words_do_not(docs):
     assert base.search("xyzzy plugh", k=2)[0].chunk_id == target.id
 
 
+def test_ranked_chunks_uses_only_the_named_rankers(docs):
+    gateway = StubGateway()
+    base = vectors_kb(docs, gateway)
+    target = next(c for c in chunk_documents(docs) if c.heading.endswith("Privacidade"))
+    gateway.overrides["horário de atendimento"] = toy_embedding(embedding_input(target))
+    # BM25 alone finds the words; the embedding alone follows the (scripted) meaning.
+    assert base.ranked_chunks("horário de atendimento", 1, ("bm25",))[0].id == "atendimento.md#0"
+    assert base.ranked_chunks("horário de atendimento", 1, ("embeddings",))[0].id == target.id
+    fused = [p.chunk_id for p in base.search("horário de atendimento", k=4)]
+    assert [c.id for c in base.ranked_chunks("horário de atendimento", 4)] == fused
+    assert base.ranked_chunks("xyzzy", 3, ("bm25",)) == []
+    with pytest.raises(ValueError, match="unknown rankers"):
+        base.ranked_chunks("horário", 3, ("bm52",))
+
+
 def test_status_reports_the_loaded_index(docs):
     base = vectors_kb(docs)
     status = base.status()
