@@ -261,6 +261,40 @@ def test_tokenizer_folds_accents_drops_stopwords_and_plurals():
     assert tokenize("horário") == tokenize("horarios")
 
 
+def test_whatsapp_abbreviations_are_expanded_before_the_stopwords():
+    assert tokenize("qto custa o zap pra vcs? me passa o ctt pf") == ["custa", "whatsapp", "passa", "contato"]
+    assert tokenize("insta e face") == ["instagram", "facebook"]
+
+
+def test_one_typo_away_covers_the_four_kinds_of_typo():
+    near = kb.one_typo_away("orcamento")
+    for typo_of in ("rcamento", "ocramento", "orcamentu", "orcamentos"):  # delete, swap, replace, insert
+        assert typo_of in near
+    assert "orcamen" not in near and len(near) > 50 * len("orcamento") - 10
+
+
+def typo_kb() -> KnowledgeBase:
+    text = ("# Preços\n\nO orçamento é sob consulta.\n\n## Carga\n\nCarga pesada.\n\n## Frete\n\nCarga e frete.\n\n"
+            "## Carta\n\nUma carta.\n\n## Site\n\nUm site.\n")
+    return KnowledgeBase.from_chunks(chunk_text(text, "t.md"))
+
+
+def test_a_query_word_one_typo_away_is_read_as_the_known_word():
+    base = typo_kb()
+    assert [c.heading for c in base.ranked_chunks("orcamneto", 1, ("bm25",))] == ["Preços"]
+    assert base.ranked_chunks("sitr", 1, ("bm25",)) == []  # four letters: too short to guess
+    assert base.ranked_chunks("xyzzyq", 1, ("bm25",)) == []
+    # "carxa" is one typo from "carta" (1 chunk) and "carga" (2 chunks): the commoner word wins.
+    assert [c.heading for c in base.ranked_chunks("carxa", 3, ("bm25",))] == ["Preços > Carga", "Preços > Frete"]
+    retriever = base._current().bm25
+    assert kb.query_token_ids(retriever, ["carga", "carxa"]) == [retriever.vocab_dict["carga"]] * 2
+
+
+def test_the_section_title_counts_twice_for_bm25():
+    [chunk] = chunk_text("# Atendimento\n\n## Privacidade\n\nGuardamos pouco.\n", "a.md")
+    assert kb.bm25_tokens(chunk) == ["atendimento", "privacidade", "guardamo", "pouco", "privacidade"]
+
+
 def test_rrf_matches_a_hand_computed_example():
     # dense: 0, 1, 2   bm25: 2, 0, 3   (k = 60, ranks from 1)
     # doc0 = 1/61 + 1/62 = 0.0325225; doc2 = 1/63 + 1/61 = 0.0322665; doc1 = 1/62; doc3 = 1/63

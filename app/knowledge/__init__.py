@@ -15,7 +15,10 @@ script (``create_embeddings.py``) and the app can never disagree about it.
   the BM25 index) and regenerates it when the JSON changes. A read-only folder only costs
   the parse.
 - Retrieval: cosine top-k by one matrix product plus BM25 (bm25s), fused by reciprocal rank
-  fusion. Without usable embeddings (no key, provider error, no file, other model) it falls
+  fusion. BM25 tokens are folded (no accents), WhatsApp abbreviations expanded ("vcs", "zap"),
+  stopwords dropped, plurals reduced; a query word the index lacks is read as the known word one
+  typo away; a section's title counts twice. ``app.knowledge.evaluation`` measures hit@k over
+  tests/data/retrieval_questions.json (bench/bench_retrieval_quality.py). Without usable embeddings (no key, provider error, no file, other model) it falls
   back to BM25 alone over chunks read straight from ``documents/*.md``, so a fresh checkout
   answers in offline mode.
 
@@ -56,9 +59,11 @@ from app.knowledge.persona import (  # noqa: F401
 from app.knowledge.ranking import (  # noqa: F401
     RRF_K,
     bm25_ranking,
+    bm25_tokens,
     build_bm25,
     import_bm25s,
     normalise_rows,
+    query_token_ids,
     reciprocal_rank_fusion,
     top_k_indices,
 )
@@ -70,9 +75,11 @@ from app.knowledge.sidecar import (  # noqa: F401
     sidecar_dir,
 )
 from app.knowledge.text import (  # noqa: F401
+    ABBREVIATIONS,
     PORTUGUESE_STOPWORDS,
     distinctive_terms,
     fold,
+    one_typo_away,
     reflow_markdown,
     tokenize,
 )

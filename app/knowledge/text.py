@@ -27,7 +27,7 @@ essas este esta estes estas aquele aquela aqueles aquelas ser sou e era eram foi
 estou esta estao estava ter tem tenho tinha ha havia ja nao sim so tambem muito muita muitos
 muitas mais menos ate sobre entre apos antes depois ainda entao todo toda todos todas cada
 outro outra outros outras mesmo mesma algum alguma alguns algumas nenhum nenhuma
-oi ola obrigado obrigada por favor the of and to
+oi ola obrigado obrigada por favor valeu beleza tudo porque pois comigo the of and to
 """.split())
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -48,9 +48,49 @@ def _singular(word: str) -> str:
     return word[:-1]
 
 
+# What Brazilians abbreviate when they type on WhatsApp (folded): expanded before the stopword
+# filter, so "vcs" goes like "vocês" and "zap" finds "WhatsApp". General internet Portuguese,
+# not words of this knowledge base.
+ABBREVIATIONS = {
+    "vc": "voce", "vcs": "voces", "q": "que", "oq": "o que", "pq": "porque", "tb": "tambem", "tbm": "tambem",
+    "hj": "hoje", "qndo": "quando", "qdo": "quando", "qto": "quanto", "qnto": "quanto", "qt": "quanto",
+    "qts": "quantos", "cmg": "comigo", "td": "tudo", "tds": "todos", "mto": "muito", "mt": "muito",
+    "msg": "mensagem", "msgs": "mensagens", "zap": "whatsapp", "zapzap": "whatsapp", "wpp": "whatsapp",
+    "whats": "whatsapp", "insta": "instagram", "face": "facebook", "fb": "facebook", "pf": "por favor",
+    "pfv": "por favor", "pfvr": "por favor", "obg": "obrigado", "vlw": "valeu", "ctt": "contato",
+    "tel": "telefone", "cel": "celular", "info": "informacao", "infos": "informacoes", "n": "nao",
+    "eh": "e", "to": "estou", "ta": "esta", "agr": "agora", "dps": "depois", "blz": "beleza",
+}
+
+
+def _expand(words: list[str]) -> list[str]:
+    return [part for word in words for part in ABBREVIATIONS.get(word, word).split()]
+
+
 def tokenize(text: str) -> list[str]:
-    """BM25 tokens: folded words, stopwords dropped, plurals reduced."""
-    return [_singular(word) for word in _TOKEN.findall(fold(text)) if word not in PORTUGUESE_STOPWORDS]
+    """BM25 tokens: folded words, WhatsApp abbreviations expanded, stopwords dropped, plurals reduced.
+
+    Deliberately no verb stemming: a light suffix stripper ("atendem" -> "atend") lowered hit@1
+    on the question set (see docs/PERFORMANCE.md), conflating "pago" with "pages" and "atendem"
+    with the ubiquitous "atendimento".
+    """
+    return [_singular(word) for word in _expand(_TOKEN.findall(fold(text))) if word not in PORTUGUESE_STOPWORDS]
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# Shorter words have too many neighbours one typo away ("caro", "cara", "carro") to guess.
+MIN_TYPO_LENGTH = 5
+
+
+def one_typo_away(word: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion away from ``word``
+    (about 54 x len candidates: microseconds to check against a vocabulary)."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    deletes = {a + b[1:] for a, b in splits if b}
+    transposes = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    replaces = {a + c + b[1:] for a, b in splits if b for c in _LETTERS if c != b[0]}
+    inserts = {a + c + b for a, b in splits for c in _LETTERS}
+    return deletes | transposes | replaces | inserts
 
 
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
