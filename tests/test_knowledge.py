@@ -290,6 +290,15 @@ def test_a_query_word_one_typo_away_is_read_as_the_known_word():
     assert kb.query_token_ids(retriever, ["carga", "carxa"]) == [retriever.vocab_dict["carga"]] * 2
 
 
+def test_only_the_first_unknown_words_of_a_long_query_are_read_for_typos():
+    retriever = typo_kb()._current().bm25
+    junk = [f"zzzz{chr(ord('a') + n)}q" for n in range(kb.MAX_TYPO_WORDS)]  # unknown, nothing near
+    wanted = [retriever.vocab_dict["orcamento"]]
+    assert kb.query_token_ids(retriever, [*junk[:-1], "orcamneto", "orcamneto"]) == wanted * 2
+    assert kb.query_token_ids(retriever, [*junk, "orcamneto"]) == []
+    assert kb.query_token_ids(retriever, [*junk, "orcamento"]) == wanted  # known words always count
+
+
 def test_the_section_title_counts_twice_for_bm25():
     [chunk] = chunk_text("# Atendimento\n\n## Privacidade\n\nGuardamos pouco.\n", "a.md")
     assert kb.bm25_tokens(chunk) == ["atendimento", "privacidade", "guardamo", "pouco", "privacidade"]

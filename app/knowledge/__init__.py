@@ -57,6 +57,7 @@ from app.knowledge.persona import (  # noqa: F401
     load_persona,
 )
 from app.knowledge.ranking import (  # noqa: F401
+    MAX_TYPO_WORDS,
     RRF_K,
     bm25_ranking,
     bm25_tokens,
