@@ -166,7 +166,8 @@ def test_ids_and_hashes_are_stable_and_local_to_the_edit():
 
 
 def test_a_hard_wrapped_paragraph_becomes_one_line():
-    text = "# Atendimento\n\nA equipe atende de segunda a sexta-feira,\ndas 9h às 18h, no horário\nde Brasília.\n\nO assistente\nresponde sempre.\n"
+    text = ("# Atendimento\n\nA equipe atende de segunda a sexta-feira,\ndas 9h às 18h, no horário\nde Brasília.\n\n"
+            "O assistente\nresponde sempre.\n")
     [chunk] = chunk_text(text, "a.md")
     assert chunk.text == ("A equipe atende de segunda a sexta-feira, das 9h às 18h, no horário de Brasília."
                           "\n\nO assistente responde sempre.")

@@ -18,9 +18,9 @@ script (``create_embeddings.py``) and the app can never disagree about it.
   fusion. BM25 tokens are folded (no accents), WhatsApp abbreviations expanded ("vcs", "zap"),
   stopwords dropped, plurals reduced; a query word the index lacks is read as the known word one
   typo away; a section's title counts twice. ``app.knowledge.evaluation`` measures hit@k over
-  tests/data/retrieval_questions.json (bench/bench_retrieval_quality.py). Without usable embeddings (no key, provider error, no file, other model) it falls
-  back to BM25 alone over chunks read straight from ``documents/*.md``, so a fresh checkout
-  answers in offline mode.
+  tests/data/retrieval_questions.json (bench/bench_retrieval_quality.py). Without usable
+  embeddings (no key, provider error, no file, other model) it falls back to BM25 alone over
+  chunks read straight from ``documents/*.md``, so a fresh checkout answers in offline mode.
 
 The persona (``documents/persona.md``) lives next to the knowledge but is never indexed;
 ``load_persona`` reads it.
