@@ -150,6 +150,13 @@ def test_error_event(realtime_fake):
     assert caught.value.kind == "error_event" and "server_error" in caught.value.reason
 
 
+def test_error_then_close_while_sending_is_an_error_event(realtime_fake):
+    realtime_fake.fault = "error_and_close"
+    with pytest.raises(RealtimeError) as caught:
+        run(gateway(realtime_fake), seconds=2.0, chunk_ms=100)
+    assert caught.value.kind == "error_event" and "insufficient_quota" in caught.value.reason
+
+
 def test_stall_ends_as_timeout(realtime_fake):
     realtime_fake.fault = "stall"
     with pytest.raises(RealtimeError) as caught:

@@ -223,16 +223,18 @@ class _Turn:
                                           websocket_connection_options={"close_timeout": _CLOSE_TIMEOUT})
         async with manager as conn:
             self.timings["connect"] = self._ms()
+            self.phase = "opening the session"
+            # The service greets with session.created, or refuses the session (unknown model,
+            # quota) with an error event and a close: wait for it instead of racing that close.
+            greeting = await conn.recv()
+            if greeting.type == "error":
+                raise _error_event(greeting)
             self.phase = "sending the turn"
-            await conn.session.update(session=self.gateway.session_config(
-                instructions=self.instructions, tools=self.tools, voice=self.voice, output=self.output))
-            for entry in self.history:
-                await conn.conversation.item.create(item=history_item(entry))
-            for start in range(0, len(self.pcm), self.chunk_bytes):
-                chunk = self.pcm[start:start + self.chunk_bytes]
-                await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode("ascii"))
-            await conn.input_audio_buffer.commit()
-            await self._ask(conn, tool_choice=None)
+            try:
+                await self._send_turn(conn)
+            except (ConnectionClosed, openai.WebSocketConnectionClosedError):
+                await _raise_buffered_error(conn)
+                raise
             rounds = 0
             while True:
                 calls = await self._collect_response(conn)
@@ -241,6 +243,17 @@ class _Turn:
                 rounds += 1
                 await self._run_tools(conn, calls, rounds)
                 await self._ask(conn, tool_choice="none" if rounds >= self.gateway.max_tool_rounds else None)
+
+    async def _send_turn(self, conn) -> None:
+        await conn.session.update(session=self.gateway.session_config(
+            instructions=self.instructions, tools=self.tools, voice=self.voice, output=self.output))
+        for entry in self.history:
+            await conn.conversation.item.create(item=history_item(entry))
+        for start in range(0, len(self.pcm), self.chunk_bytes):
+            chunk = self.pcm[start:start + self.chunk_bytes]
+            await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode("ascii"))
+        await conn.input_audio_buffer.commit()
+        await self._ask(conn, tool_choice=None)
 
     async def _ask(self, conn, *, tool_choice: str | None) -> None:
         response = {"tool_choice": tool_choice} if tool_choice else None
@@ -260,8 +273,7 @@ class _Turn:
             event = await conn.recv()
             kind = event.type
             if kind == "error":
-                error = event.error
-                raise RealtimeError("error_event", f"{error.type}/{error.code or '-'}: {error.message}")
+                raise _error_event(event)
             if kind == "response.output_audio.delta":
                 if not self.audio:
                     self.timings["first_audio"] = self._ms(self.asked_at)
@@ -313,6 +325,22 @@ class _Turn:
         except Exception as exc:  # a tool bug must not lose the user's turn: the model is told instead
             log.exception("realtime tool %s failed", call["name"])
             return json.dumps({"error": f"{call['name']} failed: {type(exc).__name__}"})
+
+
+def _error_event(event) -> RealtimeError:
+    error = event.error
+    return RealtimeError("error_event", f"{error.type}/{error.code or '-'}: {error.message}")
+
+
+async def _raise_buffered_error(conn) -> None:
+    """After the service closed on us mid-send, raise the error event it sent first, if any."""
+    try:
+        while True:
+            event = await conn.recv()
+            if event.type == "error":
+                raise _error_event(event)
+    except (ConnectionClosed, openai.WebSocketConnectionClosedError):
+        return
 
 
 def _add_usage(total: dict, usage: dict) -> None:

@@ -22,7 +22,8 @@ Every client event is recorded (``events``), with the handshakes (``handshakes``
 effective sessions (``sessions``), the committed input audio (``committed_seconds``), the
 function outputs (``tool_outputs``) and the ``error`` events it sent (``errors_sent``).
 Answers are real PCM16 24 kHz mono audio (a tone) split into several deltas. ``fault``
-selects a failure: ``handshake_500``, ``error_event``, ``stall``, ``close_mid_response``; a
+selects a failure: ``handshake_500``, ``error_event`` (on response.create), ``error_and_close``
+(on the first client event), ``stall``, ``close_mid_response``; a
 server that is not listening is ``closed_port_url()``.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ SESSION_KEYS = frozenset({"type", "model", "instructions", "output_modalities", 
                           "tools", "tracing", "truncation"})
 TOOL_KEYS = frozenset({"type", "name", "description", "parameters"})
 PCM_FORMAT = {"type": "audio/pcm", "rate": RATE}
-FAULTS = frozenset({None, "handshake_500", "error_event", "stall", "close_mid_response"})
+FAULTS = frozenset({None, "handshake_500", "error_event", "error_and_close", "stall", "close_mid_response"})
 MIN_COMMIT_BYTES = RATE * 2 // 10  # the service refuses to commit less than 100 ms
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -135,8 +136,10 @@ class RealtimeFake:
 
     async def _serve(self, ready: threading.Event) -> None:
         self._stopping = asyncio.Event()
+        # max_queue=None: a session that stops reading (error_and_close) must still read the
+        # client's close frame instead of pausing the socket behind unread events.
         async with serve(self._session, "127.0.0.1", 0, process_request=self._handshake, max_size=None,
-                         close_timeout=1) as server:
+                         max_queue=None, close_timeout=1) as server:
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             await self._stopping.wait()
@@ -220,18 +223,25 @@ class RealtimeFake:
         query = parse_qs(urlsplit(ws.request.path).query)
         model = query.get("model", [None])[0]
         state = _ConnectionState(model)
-        await self._send(ws, {"type": "session.created", "session": self._effective_session(state)})
         if model not in self.models:
+            # No session exists: the first and only event is the error, then the close.
             await self._send_error(ws, _ProtocolError(
                 "model_not_found", f"The model '{model}' does not exist or you do not have access to it.",
                 "model"), type_="invalid_request_error")
             await ws.close(1008, "model_not_found")
             return
+        await self._send(ws, {"type": "session.created", "session": self._effective_session(state)})
         try:
             async for message in ws:
                 event = json.loads(message)
                 with self._lock:
                     self.events.append(event)
+                if self.fault == "error_and_close":
+                    # What the service does when it ends a session (quota, expiry): error, then close.
+                    await self._send_error(ws, _ProtocolError("insufficient_quota", "You exceeded your current "
+                                                              "quota."), type_="insufficient_quota")
+                    await ws.close(1011, "insufficient_quota")
+                    return
                 try:
                     await self._dispatch(ws, state, event)
                 except _ProtocolError as exc:
