@@ -218,7 +218,10 @@ class _Turn:
                               timings=self.timings, status=self.status)
 
     async def _session(self) -> None:
-        client = self.gateway._client()
+        async with self.gateway._client() as client:
+            await self._converse(client)
+
+    async def _converse(self, client: AsyncOpenAI) -> None:
         manager = client.realtime.connect(model=self.gateway.model,
                                           websocket_connection_options={"close_timeout": _CLOSE_TIMEOUT})
         async with manager as conn:
