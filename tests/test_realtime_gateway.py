@@ -150,6 +150,15 @@ def test_error_event(realtime_fake):
     assert caught.value.kind == "error_event" and "server_error" in caught.value.reason
 
 
+def test_an_invalid_key_error_event_is_auth(realtime_fake):
+    realtime_fake.fault = "error_event"
+    realtime_fake.error_payload = {"type": "invalid_request_error", "code": "invalid_api_key",
+                                   "message": "Incorrect API key provided."}
+    with pytest.raises(RealtimeError) as caught:
+        run(gateway(realtime_fake))
+    assert caught.value.kind == "auth"
+
+
 def test_error_then_close_while_sending_is_an_error_event(realtime_fake):
     realtime_fake.fault = "error_and_close"
     with pytest.raises(RealtimeError) as caught:

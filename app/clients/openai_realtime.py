@@ -47,6 +47,7 @@ DEFAULT_MAX_TOOL_ROUNDS = 4
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-transcribe"
 # Closing a connection waits for the peer's close frame; a dead peer must not add seconds.
 _CLOSE_TIMEOUT = 1.0
+_AUTH_ERROR_CODES = frozenset({"invalid_api_key", "invalid_authentication"})
 # Keys a Realtime function tool takes; the Responses API's "strict" is not one of them.
 _TOOL_KEYS = ("type", "name", "description", "parameters")
 
@@ -113,7 +114,9 @@ class RealtimeGateway:
         ``tools``: function tools (Responses-style dicts are accepted; keys Realtime does not
         take are dropped). ``on_tool_call(name, arguments) -> output string`` runs each
         function call; an exception in it becomes an error output for the model.
-        ``timeout`` (default: the gateway's) bounds the whole turn. Raises RealtimeError.
+        ``timeout`` (default: the gateway's) bounds the whole turn; time spent in
+        ``on_tool_call`` counts, but a running tool is not interrupted (it runs in this
+        thread). Raises RealtimeError; ValueError for input the service would refuse.
         """
         if output not in ("audio", "text"):
             raise ValueError("output must be 'audio' or 'text'")
@@ -193,7 +196,7 @@ class _Turn:
             if self.phase == "connect":
                 raise RealtimeError("connect", f"no WebSocket handshake within {self.timeout:g} s") from exc
             raise RealtimeError("timeout", f"no complete answer within {self.timeout:g} s "
-                                           f"(waiting while {self.phase})") from exc
+                                           f"(still {self.phase})") from exc
         except RealtimeError:
             raise
         except InvalidStatus as exc:
@@ -332,7 +335,9 @@ class _Turn:
 
 def _error_event(event) -> RealtimeError:
     error = event.error
-    return RealtimeError("error_event", f"{error.type}/{error.code or '-'}: {error.message}")
+    # A key can also be refused after the upgrade (e.g. revoked mid-session): still an auth problem.
+    kind = "auth" if error.code in _AUTH_ERROR_CODES else "error_event"
+    return RealtimeError(kind, f"{error.type}/{error.code or '-'}: {error.message}")
 
 
 async def _raise_buffered_error(conn) -> None:
