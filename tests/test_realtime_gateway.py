@@ -192,3 +192,19 @@ def test_too_little_audio_is_refused_before_connecting(realtime_fake):
     with pytest.raises(ValueError):
         run(gateway(realtime_fake), pcm16_24k=b"\0\0" * 100)
     assert realtime_fake.handshakes == []
+
+
+def test_voice_note_in_voice_note_out(realtime_fake, tmp_path):
+    """The three pieces together: OGG note -> PCM 24 kHz -> trimmed -> session -> OGG/Opus answer."""
+    from app.realtime.audio import pcm_to_ogg_opus, to_pcm16_24k, trim_silence
+    from tests.fakes.audio_samples import SPEECH_EXPR, render
+
+    note = tmp_path / "note.ogg"
+    note.write_bytes(render(f"if(between(t,1,3),{SPEECH_EXPR},0)", 4.0, "ogg_opus", 48000, "24k"))
+    trimmed = trim_silence(to_pcm16_24k(note))
+
+    result = run(gateway(realtime_fake), pcm16_24k=trimmed)
+    answer = pcm_to_ogg_opus(result.audio)
+
+    assert 2.0 < realtime_fake.input_audio_seconds < 2.6  # the 2 s of speech and its padding, not 4 s
+    assert answer.startswith(b"OggS") and result.audio_seconds == pytest.approx(realtime_fake.answer_seconds)
