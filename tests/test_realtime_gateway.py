@@ -66,6 +66,22 @@ def test_audio_answer_with_transcripts(realtime_fake):
     assert realtime_fake.errors_sent == []
 
 
+def test_input_transcript_that_comes_after_the_answer_is_waited_for(realtime_fake):
+    realtime_fake.transcript_after_response = True
+
+    result = run(gateway(realtime_fake))
+
+    assert result.input_transcript == realtime_fake.input_transcript
+    assert result.audio_seconds > 0
+
+
+def test_without_input_transcription_the_answer_still_comes(realtime_fake):
+    result = run(gateway(realtime_fake, transcription_model=None))
+
+    assert result.input_transcript is None and result.audio_seconds > 0
+    assert "transcription" not in realtime_fake.sessions[-1]["audio"]["input"]
+
+
 def test_text_mode(realtime_fake):
     result = run(gateway(realtime_fake), output="text")
 

@@ -45,6 +45,9 @@ DEFAULT_TIMEOUT = 12.0
 DEFAULT_CHUNK_MS = 500  # the note is already recorded: big chunks, few events (the service takes up to 15 MB)
 DEFAULT_MAX_TOOL_ROUNDS = 4
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-transcribe"
+DEFAULT_TRANSCRIPT_GRACE = 1.0  # seconds to wait after the answer for the input transcript
+# The transcript wait ends this long before the turn's deadline, so that deadline never fires in it.
+_DEADLINE_MARGIN = 0.1
 # Closing a connection waits for the peer's close frame; a dead peer must not add seconds.
 _CLOSE_TIMEOUT = 1.0
 _AUTH_ERROR_CODES = frozenset({"invalid_api_key", "invalid_authentication"})
@@ -70,10 +73,11 @@ class RealtimeResult:
 
     ``audio`` is PCM16 24 kHz mono (empty in text mode); ``output_transcript`` is what the
     assistant said (the text itself in text mode); ``input_transcript`` is the service's
-    transcription of the user's audio, or None when it had not arrived by the last
-    ``response.done``. ``tool_calls``: one dict per call (round, call_id, name, arguments,
-    output). ``timings`` in milliseconds: connect, first_audio (after the last
-    ``response.create`` of the first round), total.
+    transcription of the user's audio, or None when it failed or had not arrived within
+    ``transcript_grace`` seconds of the last ``response.done``. ``tool_calls``: one dict per
+    call (round, call_id, name, arguments, output). ``timings`` in milliseconds: connect,
+    first_audio (after the first ``response.create``), total. ``status``: ``completed``, or
+    ``incomplete`` when the service cut the answer short (e.g. max_output_tokens).
     """
 
     audio: bytes
@@ -94,13 +98,15 @@ class RealtimeGateway:
 
     def __init__(self, api_key: str, *, model: str, websocket_base_url: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, transcription_model: str | None = DEFAULT_TRANSCRIPTION_MODEL,
-                 max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS):
+                 max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+                 transcript_grace: float = DEFAULT_TRANSCRIPT_GRACE):
         if not api_key:
             raise ValueError("api_key is required")
         self.model = model
         self.timeout = timeout
         self.transcription_model = transcription_model
         self.max_tool_rounds = max_tool_rounds
+        self.transcript_grace = transcript_grace
         self._api_key = api_key
         self._websocket_base_url = websocket_base_url
 
@@ -245,6 +251,7 @@ class _Turn:
             while True:
                 calls = await self._collect_response(conn)
                 if not calls:
+                    await self._await_input_transcript(conn)
                     return
                 rounds += 1
                 await self._run_tools(conn, calls, rounds)
@@ -294,6 +301,32 @@ class _Turn:
                 self.input_transcript = event.transcript
             elif kind == "response.done":
                 return self._finish_response(event.response, final_transcript, spoken)
+
+    async def _await_input_transcript(self, conn) -> None:
+        """Give the input transcription a moment when the answer finished before it.
+
+        The service transcribes beside the response, so for a short answer the transcript can
+        come after ``response.done``; the pipeline wants it (it is what the user said, for the
+        history of the next turns). The wait stops short of the turn's deadline: a complete
+        answer is never lost for a missing transcript.
+        """
+        if self.input_transcript is not None or not self.gateway.transcription_model:
+            return
+        left = self.timeout - (time.monotonic() - self.started) - _DEADLINE_MARGIN
+        grace = min(self.gateway.transcript_grace, left)
+        if grace <= 0:
+            return
+        self.phase = "waiting for the input transcript"
+        try:
+            async with asyncio.timeout(grace):
+                while self.input_transcript is None:
+                    event = await conn.recv()
+                    if event.type == "conversation.item.input_audio_transcription.completed":
+                        self.input_transcript = event.transcript
+                    elif event.type in ("conversation.item.input_audio_transcription.failed", "error"):
+                        return
+        except (TimeoutError, ConnectionClosed, openai.WebSocketConnectionClosedError):
+            return
 
     def _finish_response(self, response, final_transcript: str | None, spoken: list[str]) -> list[dict]:
         status = response.status

@@ -160,6 +160,8 @@ class RealtimeFake:
             self.error_payload = {"type": "server_error", "code": "server_error",
                                   "message": "The server had an error while processing your request."}
             self.mid_response_deltas = 2
+            # Send the input transcription after the response's response.done, not before it.
+            self.transcript_after_response = False
             self.handshakes: list[dict] = []
             self.events: list[dict] = []
             self.sessions: list[dict] = []
@@ -384,9 +386,13 @@ class RealtimeFake:
         await self._send(ws, {"type": "input_audio_buffer.committed", "previous_item_id": None, "item_id": item_id})
         audio_in = state.session.get("audio", {}).get("input", {})
         if audio_in.get("transcription"):
-            await self._send(ws, {"type": "conversation.item.input_audio_transcription.completed",
-                                  "item_id": item_id, "content_index": 0, "transcript": self.input_transcript,
-                                  "usage": {"type": "duration", "seconds": round(self.committed_seconds[-1], 2)}})
+            transcript = {"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                          "content_index": 0, "transcript": self.input_transcript,
+                          "usage": {"type": "duration", "seconds": round(self.committed_seconds[-1], 2)}}
+            if self.transcript_after_response:
+                state.late_transcripts.append(transcript)
+            else:
+                await self._send(ws, transcript)
         detection = audio_in.get("turn_detection")
         if detection and detection.get("create_response", True):
             # With server VAD the service answers by itself when the speech stops; a client that
@@ -431,6 +437,10 @@ class RealtimeFake:
         await self._send(ws, {"type": "response.done", "response": {**base, "status": "completed",
                                                                     "status_details": None, "output": output,
                                                                     "usage": usage}})
+        # Transcription runs beside the response in the service; for a short answer it can
+        # finish last.
+        while state.late_transcripts:
+            await self._send(ws, state.late_transcripts.pop(0))
 
     async def _function_call(self, ws, state, response_id: str, call: dict) -> dict:
         call_id, item_id = _id("call"), _id("item")
@@ -524,6 +534,7 @@ class _ConnectionState:
         self.open_calls: set[str] = set()
         self.tool_round = 0
         self.auto_responded = False  # server VAD answered a commit by itself
+        self.late_transcripts: list[dict] = []
 
 
 def _split_text(text: str, parts: int) -> list[str]:
