@@ -69,7 +69,7 @@ def pyav_ogg_opus(pcm: bytes, rate: int = 24_000) -> bytes:
 
 
 def rt_audio_bitrate() -> int:
-    from app.audio import DEFAULT_OPUS_BITRATE_KBPS
+    from app.audio.ffmpeg import DEFAULT_OPUS_BITRATE_KBPS
 
     return DEFAULT_OPUS_BITRATE_KBPS
 

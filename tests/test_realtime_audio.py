@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from app.audio import AudioError
+from app.audio.ffmpeg import AudioError
 from app.realtime.audio import (
     DEFAULT_PADDING_SECONDS,
     duration_seconds,

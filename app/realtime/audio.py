@@ -1,7 +1,7 @@
 """Audio for the realtime path: voice note -> PCM16 24 kHz mono -> trimmed -> (answer) -> OGG/Opus.
 
 - ``to_pcm16_24k``: FFmpeg decodes any supported note to headerless 16-bit mono PCM at 24 kHz,
-  the only input format the Realtime session is configured for. It reuses app/audio.py's
+  the only input format the Realtime session is configured for. It reuses app/audio/ffmpeg.py's
   binary lookup, argument building, sniffing and timeout-bounded subprocess runner, so a
   hostile file is refused or killed exactly as on the transcription path.
 - ``trim_silence``: WebRTC's voice activity detector (webrtcvad-wheels: Google's GMM detector,
@@ -10,8 +10,8 @@
   are part of how people talk, and the model hears them. Every second cut is a second less
   to upload and for the model to listen to before it answers.
   webrtcvad alone takes steady hiss for speech, so each frame must also pass the adaptive
-  energy bar app/audio.py uses for its silence check (see ``loud_frames``).
-- ``pcm_to_ogg_opus``: the answer as a WhatsApp voice note, through app/audio.py's FFmpeg
+  energy bar app/audio/ffmpeg.py uses for its silence check (see ``loud_frames``).
+- ``pcm_to_ogg_opus``: the answer as a WhatsApp voice note, through app/audio/ffmpeg.py's FFmpeg
   encoder. Measured against in-process encoding with PyAV (bench/bench_realtime_audio.py):
   see the figures and the choice in ``pcm_to_ogg_opus``.
 """
@@ -24,7 +24,7 @@ import ffmpeg
 import numpy as np
 import webrtcvad
 
-from app.audio import (
+from app.audio.ffmpeg import (
     ABSOLUTE_FLOOR_DBFS,
     DEFAULT_TIMEOUT,
     MIN_SPEECH_SECONDS,
@@ -58,9 +58,9 @@ _VAD_RATES = (8_000, 16_000, 32_000, 48_000)
 
 def to_pcm16_24k(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT,
                  max_seconds: float | None = 300) -> bytes:
-    """Decode a voice note (any format app.audio accepts) into PCM16 24 kHz mono bytes.
+    """Decode a voice note (any format app.audio.ffmpeg accepts) into PCM16 24 kHz mono bytes.
 
-    Raises app.audio.AudioError: ``unsupported``, ``corrupt`` (also for a truncated OGG or
+    Raises app.audio.ffmpeg.AudioError: ``unsupported``, ``corrupt`` (also for a truncated OGG or
     a note with no samples), ``too_long`` (over ``max_seconds``), ``timeout``.
     """
     src = str(path)
@@ -115,7 +115,7 @@ def loud_frames(samples: np.ndarray, rate: int) -> np.ndarray:
 
     webrtcvad alone calls steady broadband hiss speech (at -48 dBFS, in every mode but 3, and
     even mode 3 at -40 dBFS) once it has heard a voice, which would keep a noisy note's tail.
-    The adaptive energy bar of app.audio.voice_activity (noise floor + 10 dB, within
+    The adaptive energy bar of app.audio.ffmpeg.voice_activity (noise floor + 10 dB, within
     -50..-35 dBFS) rejects hiss and nothing a voice says.
     """
     levels = frame_levels_dbfs(samples, rate, FRAME_MS / 1000)
@@ -147,7 +147,7 @@ def trim_silence(pcm: bytes, rate: int = RATE, *, padding_seconds: float = DEFAU
     """The PCM from just before the first to just after the last speech; b"" when there is none.
 
     "None" means less than ``min_speech_seconds`` of speech frames in runs of 90 ms or more
-    (the same 300 ms bar app.audio.is_silent uses), so a caller can treat b"" as a silent note.
+    (the same 300 ms bar app.audio.ffmpeg.is_silent uses), so a caller can treat b"" as a silent note.
     """
     flags = speech_frames(pcm, rate, mode)
     bounds = speech_bounds(flags)
@@ -168,12 +168,12 @@ def trim_silence(pcm: bytes, rate: int = RATE, *, padding_seconds: float = DEFAU
 def pcm_to_ogg_opus(pcm: bytes, rate: int = RATE, *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     """PCM16 mono at ``rate`` as a WhatsApp voice note (OGG container, Opus codec).
 
-    FFmpeg in a subprocess (app.audio.encode_ogg_opus: libopus complexity 3, 32 kbps VBR),
+    FFmpeg in a subprocess (app.audio.ffmpeg.encode_ogg_opus: libopus complexity 3, 32 kbps VBR),
     not in-process. bench/bench_realtime_audio.py, 2 cores, medians of 15: a 5 s answer costs
     40 ms with FFmpeg and 24 ms with PyAV 18.1 at the same settings, a 30 s answer 172 ms and
     123 ms (same sizes within 0.1 %). PyAV saves the process start and the pipe copies, 16-50
     ms against a 12 s turn budget, but installs 103 MB (its own copy of FFmpeg's libraries)
-    beside the FFmpeg the project already ships; not worth it. Raises app.audio.AudioError.
+    beside the FFmpeg the project already ships; not worth it. Raises app.audio.ffmpeg.AudioError.
     """
     if not pcm:
         raise AudioError("corrupt", "no audio to encode")
