@@ -136,6 +136,7 @@ class Settings:
     twilio_auth_token: str | None = None
     twilio_phone_number: str | None = None
     twilio_api_base_url: str | None = None
+    twilio_typing_indicator: bool = True
     twilio_validate_signature: bool = True
     media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
     # Only tests set this: lets media downloads reach an emulator on loopback.
@@ -167,7 +168,7 @@ class Settings:
     max_audio_seconds: int = 300
 
     workers: int = 8
-    coalesce_window_seconds: float = 2.0
+    coalesce_window_seconds: float = 0.8
     lease_seconds: float = 120.0
     recovery_interval_seconds: float = 30.0
     # Retry schedule for a turn whose answer failed (seconds); after the last one, the turn fails.
@@ -213,6 +214,7 @@ class Settings:
             twilio_auth_token=_str(env, "TWILIO_AUTH_TOKEN"),
             twilio_phone_number=_str(env, "TWILIO_PHONE_NUMBER"),
             twilio_api_base_url=_str(env, "TWILIO_API_BASE_URL"),
+            twilio_typing_indicator=_bool(env.get("TWILIO_TYPING_INDICATOR"), d.twilio_typing_indicator),
             twilio_validate_signature=_bool(env.get("TWILIO_VALIDATE_SIGNATURE"), True),
             media_allowed_hosts=tuple(
                 h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()

@@ -93,6 +93,8 @@ class Turn(Base):
     holding_sent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     # When the answer and all its parts were stored, before the first send: the turn is frozen.
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Model calls and tokens: {"model_calls", "input_tokens", "cached_tokens", "output_tokens"}.
+    usage: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     timings: Mapped[dict | None] = mapped_column(JSON)

@@ -32,6 +32,7 @@ from app.db import utcnow
 from app.models import (
     CANCELED_BY_US,
     PENDING,
+    RECEIVED,
     REFUSED,
     SENDING,
     STATUS_CHARS,
@@ -41,7 +42,7 @@ from app.models import (
     User,
     status_rank,
 )
-from app.turn import OutboundPart, PermanentTurnError, RetryableTurnError, UserSnapshot
+from app.turn import OutboundPart, PermanentTurnError, RetryableTurnError, TurnSuperseded, UserSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,12 @@ def text_parts(text: str, limit: int, first_index: int) -> list[OutboundPart]:
 # ---- deciding ---------------------------------------------------------------------------------
 
 def decide(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart], *, reply_text: str | None,
-           reply_kind: str, spoken_text: str | None = None) -> bool:
+           reply_kind: str, spoken_text: str | None = None, refuse_if_newer: bool = False) -> bool:
     """Store the answer and its parts before any send; False when the turn was decided already.
 
-    One transaction: either the turn is decided with every part, or not at all.
+    One transaction: either the turn is decided with every part, or not at all. With
+    ``refuse_if_newer``, a message of the user still waiting to be taken into a turn makes the
+    answer stale: ``TurnSuperseded`` is raised and nothing is stored (zero-wait coalescing).
     """
     channel = channel_for(services, user)
     now = utcnow()
@@ -77,6 +80,9 @@ def decide(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart]
         turn = session.get(Turn, turn_id)
         if turn.decided_at is not None:
             return False
+        if refuse_if_newer and session.scalar(select(Message.id).where(
+                Message.user_id == user.id, Message.direction == "in", Message.status == RECEIVED).limit(1)):
+            raise TurnSuperseded("a newer message arrived before the answer was decided")
         turn.decided_at = now
         turn.reply_text, turn.reply_kind = reply_text, reply_kind
         known = set(session.scalars(select(Message.part_index).where(

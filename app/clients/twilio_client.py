@@ -47,8 +47,10 @@ class TwilioGateway:
                 http_client=TwilioHttpClient(timeout=15),
             )
             if settings.twilio_api_base_url:
-                # The SDK joins this base with the path: the emulator serves the same paths.
+                # The SDK joins this base with the path: the emulator serves the same paths
+                # (the REST API, and the Messaging API's typing indicator).
                 self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+                self._client.messaging.base_url = settings.twilio_api_base_url.rstrip("/")
         self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
 
     @property
@@ -78,6 +80,23 @@ class TwilioGateway:
         except (TwilioException, OSError) as exc:
             raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"), retryable=True) from exc
         return SentMessage(sid=message.sid, status=message.status or "queued")
+
+    def typing(self, message_sid: str) -> None:
+        """Show "typing..." on the user's WhatsApp for the message we are answering (also marks it read).
+
+        Twilio keeps the indicator for 25 s or until our reply arrives. Raises TwilioSendError.
+        """
+        if self._client is None:
+            raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
+        try:
+            self._client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
+        except TwilioRestException as exc:
+            raise TwilioSendError("refused" if exc.status < 500 else "server",
+                                  redact(f"Twilio {exc.status} error {exc.code} on the typing indicator: {exc.msg}"),
+                                  retryable=exc.status >= 500, status=exc.status) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"),
+                                  retryable=True) from exc
 
     def find_sent(self, to: str, *, since: dt.datetime, body: str | None, with_media: bool) -> list[SentMessage]:
         """Our messages to ``to`` sent since ``since`` (naive UTC) with this body / media, newest first.

@@ -37,12 +37,33 @@ def finish(services, ctx: TurnContext, turn_status: str, inbound_status: str, re
         timings["end_to_end"] = round((now - first_created).total_seconds() * 1000, 1)
         turn.timings = timings
         turn.tool_calls = ctx.tool_calls or None
+        turn.usage = _merged_usage(turn.usage, ctx.usage)
         for message in messages:
             message.status = inbound_status
             message.error = reason
             message.timings = timings
     ctx.log.info("turn %s %s (%s) in %.0f ms", ctx.turn_id, turn_status, ctx.reply_kind,
                  (time.monotonic() - ctx.started_monotonic) * 1000)
+
+
+def _merged_usage(stored: dict | None, new: dict) -> dict | None:
+    """The turn's usage over all its attempts (an abandoned or retried attempt cost calls too)."""
+    if not stored and not new:
+        return None
+    merged = dict(stored or {})
+    for key, value in new.items():
+        merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def record_usage(services, ctx: TurnContext) -> None:
+    """Keep what an attempt that ends without an outcome (abandoned) spent on the model."""
+    if not ctx.usage:
+        return
+    with services.db.session() as session:
+        turn = session.get(Turn, ctx.turn_id)
+        turn.usage = _merged_usage(turn.usage, ctx.usage)
+    ctx.usage = {}
 
 
 def finish_empty(services, turn_id: int) -> None:
@@ -59,6 +80,7 @@ def retry_or_fail(services, ctx: TurnContext, reason: str, kind: str) -> None:
     delay = schedule[ctx.attempt - 1]
     with services.db.session() as session:
         turn = session.get(Turn, ctx.turn_id)
+        turn.usage = _merged_usage(turn.usage, ctx.usage)
         turn.status = TURN_WAITING_RETRY
         turn.next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
         turn.error, turn.error_kind = reason, kind

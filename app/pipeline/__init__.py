@@ -25,8 +25,13 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
 
 
 def run_pipeline(ctx: TurnContext) -> None:
-    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail."""
+    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail.
+
+    Between stages a stale attempt (a newer message arrived before the decision) stops with
+    ``TurnSuperseded``: nothing of it has been sent, and the inbox answers the grown turn.
+    """
     for name, stage in STAGES:
+        ctx.check_superseded()
         started = time.perf_counter()
         try:
             stage(ctx)

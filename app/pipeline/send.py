@@ -18,7 +18,7 @@ def run(ctx: TurnContext) -> None:
         ctx.parts = compose_parts(ctx)
         with ctx.decision_lock:  # the holding-message timer never speaks after the decision
             decide(ctx.services, ctx.turn_id, ctx.user, ctx.parts, reply_text=ctx.answer_text,
-                   reply_kind=ctx.reply_kind, spoken_text=ctx.answer_text)
+                   reply_kind=ctx.reply_kind, spoken_text=ctx.answer_text, refuse_if_newer=ctx.may_abandon)
             ctx.decided = True
     send_decided(ctx.services, ctx.turn_id, ctx.user)
 

@@ -6,6 +6,7 @@
   the first send; from then on the turn is frozen (newer messages make the next turn).
 - messages.send_started_at: when the send of an outbound part began, the lower bound of the
   window in which Twilio's Messages list is searched when the outcome is unknown.
+- turns.usage: model calls and tokens (input, cached input, output) of the turn, for /stats.
 
 Revision ID: 0004_send_boundary
 Revises: 0003_operators
@@ -26,10 +27,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("send_started_at", sa.DateTime(), nullable=True))
     with op.batch_alter_table("turns") as batch:
         batch.add_column(sa.Column("decided_at", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("usage", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("turns") as batch:
+        batch.drop_column("usage")
         batch.drop_column("decided_at")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("send_started_at")
