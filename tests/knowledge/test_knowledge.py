@@ -37,7 +37,7 @@ from app.knowledge import (
 )
 from tests.fakes.openai_fake import embed as bag_of_words_embedding
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 DOCUMENTS = PROJECT / "documents"
 DIMS = 64
 
