@@ -81,3 +81,30 @@ def test_a_status_callback_that_beats_the_recorded_sid_still_finds_its_row(make_
     forged = app.test_client().post(path.replace(f"row={row_id}", f"row={row_id + 1}"), data=form,
                                     headers={"X-Twilio-Signature": twilio_fake.sign(callback, form)})
     assert forged.status_code == 403
+
+
+def test_the_row_id_finds_only_a_row_whose_sid_is_not_yet_known(make_app, twilio_fake):
+    """A callback whose SID is not ours never takes over a row that already has its own SID."""
+    from app.db import utcnow
+    from app.models import User
+
+    app = make_app(start_workers=False)
+    services = app.extensions["endrigo"]
+    ours = "SM" + "1" * 32
+    with services.db.session() as session:
+        user = User(phone="+5511912345678", first_seen_at=utcnow(), last_seen_at=utcnow())
+        session.add(user)
+        session.flush()
+        row = Message(user_id=user.id, direction="out", channel="whatsapp", kind="audio", body=None,
+                      status="sent", part_index=0, provider_sid=ours)
+        session.add(row)
+        session.flush()
+        row_id = row.id
+    callback = services.status_callback_url(row_id)
+    form = {"MessageSid": "SM" + "2" * 32, "MessageStatus": "failed", "ErrorCode": "63019",
+            "AccountSid": twilio_fake.account_sid}
+    response = post_signed(app.test_client(), callback.replace("https://bot.example.com", ""), form,
+                           twilio_fake.auth_token)
+    assert response.status_code == 200
+    assert (_row(app, ours).id, _row(app, ours).status, _row(app, ours).error_code) == (row_id, "sent", None)
+    assert _row(app, "SM" + "2" * 32) is None

@@ -73,3 +73,33 @@ def test_one_batch_with_repeated_users_and_sids_is_stored_right(app):
         users = {u.phone: (u.message_count, u.profile_name) for u in session.scalars(select(User))}
     assert users == {"+5511900000001": (2, "Ana"), "+5511900000002": (2, "Bia")}
     assert count(app, Message) == 4
+
+
+def test_when_a_batch_fails_each_message_is_stored_on_its_own(app, monkeypatch):
+    """One row the database refuses must not fail the other requests of its batch."""
+    from app.inbox import intake
+    from app.inbox.intake import _Pending
+    from app.turn import Inbound
+
+    refused = "SM" + "f" * 32
+    store_batch = intake._store_batch
+
+    def refuse_one_row(db, items):
+        if any(inbound.sid == refused for inbound, _ in items):
+            raise ValueError("the database refused a row")
+        return store_batch(db, items)
+
+    monkeypatch.setattr(intake, "_store_batch", refuse_one_row)
+
+    def pending(sid, phone):
+        return _Pending(Inbound(sid=sid, phone=phone, wa_id=None, profile_name="P", body="oi", kind="text",
+                                media_url=None, media_type=None, num_media=0), "whatsapp")
+
+    batch = [pending("SM" + "a" * 32, "+5511900000001"), pending(refused, "+5511900000002"),
+             pending("SM" + "b" * 32, "+5511900000003")]
+    app.extensions["endrigo"].inbound_writer._write(batch)
+    assert all(p.done.is_set() for p in batch)
+    assert [type(p.error).__name__ for p in batch] == ["NoneType", "ValueError", "NoneType"]
+    assert batch[0].result[1] is True and batch[2].result[1] is True
+    with app.extensions["endrigo"].db.session() as session:
+        assert sorted(session.scalars(select(Message.provider_sid))) == ["SM" + "a" * 32, "SM" + "b" * 32]

@@ -36,7 +36,10 @@ def test_three_quick_messages_make_one_turn_with_one_ordered_reply(make_app, twi
 def test_replies_go_out_in_arrival_order(make_app, twilio_fake, probe):
     app = make_app(coalesce_window_seconds=0.0)
     client = app.test_client()
-    for text in ("primeira", "segunda", "terceira"):
+    post_signed(client, PATH, twilio_fake.inbound_form(body="primeira"), twilio_fake.auth_token)
+    # The first message is in a turn of its own before the others arrive: at least two turns.
+    wait_for(lambda: scalar(app, select(Message.turn_id).where(Message.direction == "in")))
+    for text in ("segunda", "terceira"):
         post_signed(client, PATH, twilio_fake.inbound_form(body=text), twilio_fake.auth_token)
     wait_for(lambda: inbound_done(app, 3))
     turn_rows = rows(app, select(Message.turn_id, Message.id).where(Message.direction == "in").order_by(Message.id))
@@ -44,6 +47,7 @@ def test_replies_go_out_in_arrival_order(make_app, twilio_fake, probe):
     # Outbound rows are written in the same turn order as the inbound messages arrived.
     inbound_turn_order = list(dict.fromkeys(r[0] for r in turn_rows))
     outbound_turn_order = list(dict.fromkeys(r[0] for r in out_rows))
+    assert len(inbound_turn_order) >= 2
     assert outbound_turn_order == inbound_turn_order
 
 
