@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The app's version (app.__version__), shown by /health and the status page.
+VERSION = "0.1.0"
 
 # Hosts Twilio serves inbound media from: the REST API (which redirects) and its media CDNs.
 DEFAULT_MEDIA_HOSTS = (
@@ -144,10 +146,16 @@ class Settings:
     start_workers: bool = True
 
     # ---- derived -------------------------------------------------------------------
+    # What is configured: the one answer for the gateways, /health, the status page and the
+    # system JSON. "Configured" means the settings a provider needs are present, not that it answers.
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_api_key)
+
     @property
     def offline(self) -> bool:
         """No OpenAI key: answers come from the knowledge base alone."""
-        return not self.openai_api_key
+        return not self.openai_configured
 
     @property
     def twilio_configured(self) -> bool:
@@ -156,6 +164,10 @@ class Settings:
     @property
     def elevenlabs_configured(self) -> bool:
         return bool(self.elevenlabs_api_key)
+
+    def providers_configured(self) -> dict[str, bool]:
+        return {"twilio": self.twilio_configured, "openai": self.openai_configured,
+                "elevenlabs": self.elevenlabs_configured}
 
     def replace(self, **changes) -> "Settings":
         return _normalised(dataclasses.replace(self, **changes))

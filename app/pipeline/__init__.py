@@ -22,6 +22,8 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
     ("store", store.run),            # keep the audio (local or GCS) and get its URL
     ("send", send.run),              # split, send in order, record outbound rows
 ]
+# The stage names in order: the keys of a turn's timings, the dashboard's latency table.
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 
 
 def run_pipeline(ctx: TurnContext) -> None:
