@@ -3,8 +3,9 @@
 ``ElevenLabsGateway.synthesize`` asks for OGG/Opus directly (``opus_48000_32``): that is
 what WhatsApp shows as a voice message, so no FFmpeg re-encoding is needed on the hot path.
 The bytes are checked by their magic before anyone stores them, and every failure becomes
-``TTSError(kind, reason)`` (a ``GatewayError``) with a reason free of secrets, so the pipeline can decide between
-retrying, falling back to text and telling operators.
+``TTSError(kind, reason)`` (a ``GatewayError``) with a reason free of secrets. Nothing
+retries a synthesis: the speak stage answers by text at once and records the reason for
+operators (provider health); only unusable Opus bytes lead to a second request, for PCM.
 
 Preparing text for the voice is the assistant's job: app/assistant/speech_text.py.
 """
@@ -110,7 +111,7 @@ class ElevenLabsGateway:
             "output_format": output_format,
             "voice_settings": VoiceSettings(**self.voice_settings),
             "apply_text_normalization": "auto",
-            # The pipeline owns retries (it knows the turn's time budget); the SDK must not add its own.
+            # No retries: a retry would not fit the turn's time budget; the answer goes as text instead.
             "request_options": {"timeout_in_seconds": timeout, "max_retries": 0},
         }
         if model_id in LANGUAGE_CODE_MODELS:

@@ -1,6 +1,7 @@
 """The pipeline: one ordered list of stages that turns a user's turn into a sent reply.
 
-Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module. Stages skip
+Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module; ``STAGES`` is
+the one list of their order and names. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
 attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
 """

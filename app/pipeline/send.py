@@ -1,4 +1,4 @@
-"""Stage 8: compose the reply parts and hand them to the outbox (app/channels/outbox.py).
+"""The send stage: compose the reply parts and hand them to the outbox (app/channels/outbox.py).
 
 Notices first, then the answer: a voice note (and the unspoken rest as text), or the text
 split at WhatsApp's 1,600-character limit.

@@ -2,7 +2,7 @@
 the BM25 fallbacks, reloading, RRF and the persona.
 
 Query embeddings come from small in-process gateways (unit tests may replace a client);
-the wire format is covered by tests/test_create_embeddings.py against the OpenAI emulator.
+the wire format is covered by tests/knowledge/test_create_embeddings.py against the OpenAI emulator.
 """
 from __future__ import annotations
 

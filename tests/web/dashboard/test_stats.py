@@ -1,4 +1,4 @@
-"""Dashboard statistics (app/stats.py) against hand-computed figures, on SQLite and PostgreSQL.
+"""Dashboard statistics (app/web/dashboard/stats.py) against hand-computed figures, on SQLite and PostgreSQL.
 
 The clock is fixed at 2026-03-10 15:00 UTC, which is 12:00 in Brasília (UTC-3): local
 "today" is 2026-03-10 and the 30-day window starts at local 2026-02-09 00:00, i.e.
