@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, jsonify
 
 from app.config import VERSION
+from app.ops.model_watch import current_deprecations
 from app.services import current_services
 
 bp = Blueprint("system", __name__)
@@ -31,6 +32,8 @@ def health():
         "inbox_depth": depth,
         "providers": {**settings.providers_configured(), "storage": settings.media_backend},
         "knowledge": _knowledge_status(services),
+        # Configured OpenAI models with an announced shutdown (model names and dates only).
+        "deprecations": current_deprecations(),
     }
     return jsonify(body), 200 if database_ok else 503
 
