@@ -21,7 +21,7 @@ from app.knowledge.evaluation import LabelledQuestion, first_hit_rank, load_ques
 from tests.fakes.openai_fake import embed as emulated_embedding
 from tests.knowledge.test_knowledge import write_sample_kb
 
-QUESTIONS = Path(__file__).resolve().parent / "data" / "retrieval_questions.json"
+QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "retrieval_questions.json"
 DIMS = 1536  # text-embedding-3-small, as the emulator serves it
 
 # Measured on 84 questions (59 dev, 25 held out); floors as fractions so that adding
