@@ -12,7 +12,6 @@ so the server, the migrations and the Flask CLI see the same settings.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import secrets
@@ -294,16 +293,6 @@ def _normalised(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
-def boot_warnings(settings: Settings) -> list[str]:
-    """Warnings an operator must see at every start."""
-    warnings = security_warnings(settings)
-    if settings.offline:
-        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
-    if not settings.twilio_configured:
-        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
-    return warnings
-
-
 def security_warnings(settings: Settings) -> list[str]:
     """The boot warnings about unsafe or ignored settings (the start-up report explains the rest)."""
     warnings = []
@@ -318,11 +307,6 @@ def security_warnings(settings: Settings) -> list[str]:
             "the persona now lives in documents/persona.md."
         )
     return warnings
-
-
-def log_boot_warnings(settings: Settings, logger: logging.Logger) -> None:
-    for warning in boot_warnings(settings):
-        logger.warning(warning)
 
 
 # ---- the instance's own secret -------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.config import ConfigError, Settings, boot_warnings, listen_address, load_env_file, normalize_whatsapp_number
+from app.config import ConfigError, Settings, listen_address, load_env_file, normalize_whatsapp_number
 from app.ops.startup import local_base_url, startup_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,8 +305,6 @@ def test_assistant_id_and_unsigned_webhooks_warn_at_start(make_app, caplog):
     text = caplog.text
     assert "Assistants API was shut down on 2026-08-26" in text and "documents/persona.md" in text
     assert "TWILIO_VALIDATE_SIGNATURE=false" in text
-    warnings = boot_warnings(Settings.from_env(env={}))
-    assert any("OFFLINE MODE" in w for w in warnings)
 
 
 def test_every_environment_variable_read_is_documented_in_env_example():

@@ -75,11 +75,12 @@ def test_http_errors_are_classified(make_gateway, elevenlabs_fake, status, kind)
     assert len(elevenlabs_fake.requests) == 1  # the SDK does not retry behind the pipeline's back
 
 
-def test_rate_limit_keeps_retry_after(make_gateway, elevenlabs_fake):
+def test_rate_limit_is_retryable_and_its_reason_names_the_status(make_gateway, elevenlabs_fake):
     elevenlabs_fake.fail_next(429, headers={"Retry-After": "3"})
     with pytest.raises(TTSError) as err:
         make_gateway().synthesize("Olá")
-    assert err.value.retry_after == 3.0
+    assert (err.value.kind, err.value.status, err.value.retryable) == ("rate_limited", 429, True)
+    assert err.value.reason.startswith("HTTP 429")
 
 
 def test_unknown_voice_is_a_bad_request(make_gateway):

@@ -6,8 +6,9 @@
   and its time, the webhook URLs to paste into Twilio and the offline-mode banner. Public,
   so it shows no personal data: provider errors are redacted when recorded and again here.
 - ``GET /upgrade-webhook`` (public): which webhook URLs to configure in Twilio.
-- ``GET /system/advanced-status`` (login): states, versions, queue depth and a configuration
-  summary with booleans and model names only -- never a key, token or password.
+- ``GET /system/advanced-status`` (login): states, versions, queue depth, a configuration
+  summary with booleans and model names only, and the media storage's status (backend,
+  files, retention) -- never a key, token or password.
 - ``GET /system/realtime-status`` and ``POST /test/realtime-audio`` (login): placeholders
   the realtime voice issue fills in; today they say it is not available.
 """
@@ -25,7 +26,6 @@ from app.services import current_services
 from app.web.auth import json_endpoint, public
 from app.web.dashboard.blueprint import bp
 
-STATES = ("configured", "healthy", "degraded", "offline")
 STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}
 LIBRARIES = ("flask", "werkzeug", "sqlalchemy", "alembic", "flask-wtf", "twilio", "openai", "elevenlabs",
              "google-cloud-storage", "numpy", "bm25s", "gunicorn", "psycopg2-binary", "websockets")
@@ -206,6 +206,13 @@ def config_summary(settings) -> dict:
     }
 
 
+def _storage_status(services) -> dict:
+    try:
+        return services.storage.status()
+    except Exception as exc:  # noqa: BLE001 - the rest of the page must still answer
+        return {"error": type(exc).__name__}
+
+
 @bp.get("/system/advanced-status")
 @json_endpoint
 def advanced_status():
@@ -224,6 +231,7 @@ def advanced_status():
         queue={"depth": depth},
         components={c["key"]: {k: v for k, v in c.items() if k not in ("icon", "title")} for c in components()},
         config=config_summary(services.settings),
+        storage=_storage_status(services),
         webhooks=webhooks(),
     )
 
