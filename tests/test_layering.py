@@ -29,7 +29,8 @@ LAYERS: list[list[tuple[str, ...]]] = [
     [("app.knowledge",)],
     [("app.channels",)],
     [("app.assistant",)],
-    [("app.pipeline",)],
+    # Side by side: the pipeline of a WhatsApp turn, and the realtime voice groundwork (used by nothing yet).
+    [("app.pipeline",), ("app.realtime",)],
     [("app.inbox",)],
     [("app.services",)],  # builds the gateways, the knowledge base and the inbound writer once per process
     [("app.web",)],

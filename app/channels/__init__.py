@@ -20,6 +20,8 @@ class Channel(Protocol):
 
     def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage: ...
 
+    def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]: ...
+
 
 def channel_for(services, user: UserSnapshot) -> Channel:
     from app.channels.simulator.outbound import SimulatorChannel

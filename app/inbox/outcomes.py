@@ -26,9 +26,10 @@ def finish(services, ctx: TurnContext, turn_status: str, inbound_status: str, re
         turn.status = turn_status
         turn.finished_at = now
         turn.error, turn.error_kind = reason, kind
-        if ctx.answer_text is not None:
+        if ctx.answer_text is not None and turn.decided_at is None:
             turn.reply_text = ctx.answer_text
-        turn.reply_kind = ctx.reply_kind if turn_status == TURN_ANSWERED else turn.reply_kind
+        if turn_status == TURN_ANSWERED and turn.decided_at is None:
+            turn.reply_kind = ctx.reply_kind
         messages = list(session.scalars(select(Message).where(Message.turn_id == ctx.turn_id,
                                                               Message.direction == "in")))
         first_created = min((m.created_at for m in messages), default=now)
@@ -61,8 +62,8 @@ def retry_or_fail(services, ctx: TurnContext, reason: str, kind: str) -> None:
         turn.status = TURN_WAITING_RETRY
         turn.next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
         turn.error, turn.error_kind = reason, kind
-        if ctx.answer_text is not None:
-            turn.reply_text = ctx.answer_text  # the answer is known: a retry only re-sends
+        if ctx.answer_text is not None and turn.decided_at is None:
+            turn.reply_text = ctx.answer_text  # the answer is known: a retry does not ask again
         holding_due = not turn.holding_sent
         turn.holding_sent = True
     ctx.log.warning("turn %s will be retried in %.0f s: %s", ctx.turn_id, delay, reason)

@@ -81,9 +81,11 @@ def take_turn(db, user_id: int) -> int | None:
             )
         )
         if turn is not None:
-            # A turn whose answer is already known keeps its words; new messages wait for the next.
-            if new_ids and turn.reply_text is None:
+            # A decided turn (answer and parts stored) keeps its words; new messages wait for the
+            # next turn. Before the decision they join it, and an answer made without them is stale.
+            if new_ids and turn.decided_at is None:
                 _attach(session, turn.id, new_ids)
+                turn.reply_text = None
             if turn.status == TURN_WAITING_RETRY and turn.next_attempt_at and turn.next_attempt_at > now:
                 return None
             turn.status = TURN_PROCESSING
@@ -140,7 +142,7 @@ def load_context(services, turn_id: int) -> TurnContext | None:
         )
         turn.attempts += 1
         attempt = turn.attempts
-        reply_text = turn.reply_text
+        reply_text, reply_kind, decided = turn.reply_text, turn.reply_kind, turn.decided_at is not None
         snapshot = UserSnapshot.of(user)
     if not messages:
         outcomes.finish_empty(services, turn_id)
@@ -161,4 +163,7 @@ def load_context(services, turn_id: int) -> TurnContext | None:
         # A previous attempt produced the answer (crash, send failure): stages up to the
         # answer skip themselves and the same words are sent.
         ctx.answer_text = reply_text
+    if decided:
+        # The parts are stored: nothing is made again, the send stage sends what is stored.
+        ctx.decided, ctx.reply_kind = True, reply_kind or "text"
     return ctx

@@ -6,6 +6,7 @@ reads and fills fields of the context; none talks to another stage directly.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,10 @@ class TurnContext:
     parts: list[OutboundPart] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # True once the answer and its parts are stored (app/channels/outbox.py decide): from then
+    # on the stages that make the answer skip themselves and the stored parts are sent.
+    decided: bool = False
+    decision_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def settings(self):

@@ -12,7 +12,7 @@ import time
 import openai
 import pytest
 
-from app.clients.openai_client import OpenAIGateway
+from app.clients.openai_client import OpenAIError, OpenAIGateway
 from app.config import ConfigError, Settings
 from app.ops import model_watch
 from app.ops.model_watch import ModelWatch, known_shutdown
@@ -66,16 +66,18 @@ def test_an_unknown_model_is_none_in_the_gateway_and_404_model_not_found_on_the_
 def test_the_models_endpoint_checks_the_key(openai_fake):
     settings = Settings.from_env(env={}, openai_api_key="sk-wrong-key-000000", openai_base_url=openai_fake.v1_url,
                                  openai_max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(OpenAIError) as err:
         OpenAIGateway(settings).model_info("gpt-5.4-mini")
+    assert err.value.kind == "auth" and "sk-wrong" not in err.value.reason
 
 
 def test_a_404_without_model_not_found_is_an_error_not_a_gone_model(openai_fake):
     # An OpenAI-compatible server without this endpoint: its 404 says nothing about the model.
     openai_fake.fail_next(404, body={"error": {"message": "Not found", "type": "invalid_request_error",
                                                "param": None, "code": None}}, path_contains="/v1/models/")
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(OpenAIError) as err:
         gateway_for(openai_fake).model_info("gpt-5.4-mini")
+    assert err.value.kind == "permanent" and "404" in err.value.reason
 
 
 def test_the_field_is_absent_from_the_dict_when_the_api_does_not_send_it(openai_fake):
