@@ -1,6 +1,6 @@
 """Retrieval quality does not regress: hit@1 and hit@3 over tests/data/retrieval_questions.json.
 
-Measured on the frozen sample knowledge base (tests/test_knowledge.py SAMPLE_KB, what
+Measured on the frozen sample knowledge base (tests/knowledge/test_knowledge.py SAMPLE_KB, what
 documents/ first shipped), so the figures hold when operators replace documents/. The floors
 are the figures measured when they were set (docs/PERFORMANCE.md, bench/bench_retrieval_quality.py):
 a change to chunking or ranking that loses a question fails here; one that wins questions
