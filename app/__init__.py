@@ -12,7 +12,7 @@ import time
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-__version__ = "0.1.0"
+from app.config import VERSION as __version__  # noqa: F401 - the package's version
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ so the server, the migrations and the Flask CLI see the same settings.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import secrets
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The app's version (app.__version__), shown by /health and the status page.
+VERSION = "0.1.0"
 
 # Hosts Twilio serves inbound media from: the REST API (which redirects) and its media CDNs.
 DEFAULT_MEDIA_HOSTS = (
@@ -186,10 +187,16 @@ class Settings:
     start_workers: bool = True
 
     # ---- derived -------------------------------------------------------------------
+    # What is configured: the one answer for the gateways, /health, the status page and the
+    # system JSON. "Configured" means the settings a provider needs are present, not that it answers.
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_api_key)
+
     @property
     def offline(self) -> bool:
         """No OpenAI key: answers come from the knowledge base alone."""
-        return not self.openai_api_key
+        return not self.openai_configured
 
     @property
     def twilio_configured(self) -> bool:
@@ -198,6 +205,10 @@ class Settings:
     @property
     def elevenlabs_configured(self) -> bool:
         return bool(self.elevenlabs_api_key)
+
+    def providers_configured(self) -> dict[str, bool]:
+        return {"twilio": self.twilio_configured, "openai": self.openai_configured,
+                "elevenlabs": self.elevenlabs_configured}
 
     def replace(self, **changes) -> "Settings":
         return _normalised(dataclasses.replace(self, **changes))
@@ -284,16 +295,6 @@ def _normalised(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
-def boot_warnings(settings: Settings) -> list[str]:
-    """Warnings an operator must see at every start."""
-    warnings = security_warnings(settings)
-    if settings.offline:
-        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
-    if not settings.twilio_configured:
-        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
-    return warnings
-
-
 def security_warnings(settings: Settings) -> list[str]:
     """The boot warnings about unsafe or ignored settings (the start-up report explains the rest)."""
     warnings = []
@@ -308,11 +309,6 @@ def security_warnings(settings: Settings) -> list[str]:
             "the persona now lives in documents/persona.md."
         )
     return warnings
-
-
-def log_boot_warnings(settings: Settings, logger: logging.Logger) -> None:
-    for warning in boot_warnings(settings):
-        logger.warning(warning)
 
 
 # ---- the instance's own secret -------------------------------------------------------------

@@ -54,12 +54,12 @@ class TwilioGateway:
         self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
 
     @property
-    def can_send(self) -> bool:
-        return self._client is not None and bool(self.settings.twilio_phone_number)
+    def available(self) -> bool:
+        return self.settings.twilio_configured
 
     def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
              status_callback: str | None = None) -> SentMessage:
-        if not self.can_send:
+        if not self.available:
             raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
         kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
         if body:
@@ -107,7 +107,7 @@ class TwilioGateway:
         alone, kept to messages created since ``since``. The Media resource does not say
         which URL a media came from, so a media part matches by having media and no body.
         """
-        if not self.can_send:
+        if not self.available:
             return []
         since_aware = since.replace(tzinfo=dt.timezone.utc)
         try:

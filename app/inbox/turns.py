@@ -231,7 +231,7 @@ class _TurnHelpers:
         if ctx.decided:
             return  # only stored parts are sent now: nothing to wait for
         settings = services.settings
-        if ctx.user.channel == "whatsapp" and settings.twilio_typing_indicator and services.twilio.can_send:
+        if ctx.user.channel == "whatsapp" and settings.twilio_typing_indicator and services.twilio.available:
             sid = _newest_sid(services, ctx)
             if sid:
                 self._start(self._typing, sid)

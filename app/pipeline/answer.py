@@ -1,4 +1,4 @@
-"""Stage 5: the answer text.
+"""The answer stage: the answer text.
 
 With an OpenAI key: Endrigo's persona on the Responses API (``store=false``; instructions
 and history from app/assistant/prompt.py on every call) with at most MAX_TOOL_ROUNDS rounds

@@ -125,7 +125,7 @@ class DownloadedMedia:
 # ---- sniffing ----------------------------------------------------------------------------
 
 def sniff_media_type(head: bytes) -> str | None:
-    """MIME type of a file from its first bytes: the audio formats of app.audio.ffmpeg plus the
+    """MIME type of a file from its first bytes: the audio formats of app.audio.formats plus the
     common image/document formats; None when unknown."""
     audio_kind = sniff_audio_type(head)
     if audio_kind is not None:

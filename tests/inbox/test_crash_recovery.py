@@ -21,7 +21,7 @@ import requests
 
 from tests.conftest import TWILIO_NUMBER, sign, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -1,55 +1,12 @@
 """Voice notes end to end: signed webhook → download → FFmpeg → transcription → answer → voice reply."""
 from __future__ import annotations
 
-import tempfile
-
-import pytest
 from sqlalchemy import select
 
 from app.audio.formats import sniff_audio_type
-from app.models import Message
 from tests.conftest import post_signed, wait_for
 from tests.fakes import audio_samples
-
-PATH = "/webhook/whatsapp"
-USER = "whatsapp:+5511999990001"
-
-
-@pytest.fixture
-def voice_app(make_app, openai_fake, elevenlabs_fake, tmp_path, monkeypatch):
-    """An app with every provider on its emulator; temporary files go to a folder we can inspect."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-
-    def factory(**overrides):
-        values = dict(
-            openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=0,
-            elevenlabs_api_key=elevenlabs_fake.api_key, elevenlabs_base_url=elevenlabs_fake.base_url,
-            media_allowed_hosts=("127.0.0.1", "localhost"),
-        )
-        values.update(overrides)
-        app = make_app(**values)
-        app.scratch = scratch
-        return app
-
-    return factory
-
-
-def send_voice_note(app, twilio_fake, audio: bytes, content_type="audio/ogg", body=""):
-    form = twilio_fake.inbound_form(body=body, media=(audio, content_type), MessageType="audio")
-    assert post_signed(app.test_client(), PATH, form, twilio_fake.auth_token).status_code == 200
-    return form
-
-
-def inbound(app):
-    with app.extensions["endrigo"].db.session() as session:
-        return session.scalar(select(Message).where(Message.direction == "in"))
-
-
-def finished(app):
-    row = inbound(app)
-    return row is not None and row.status in ("answered", "failed")
+from tests.pipeline.conftest import PATH, USER, finished, inbound, send_voice_note
 
 
 def test_voice_note_gets_a_voice_reply_whose_url_serves_ogg_opus(voice_app, twilio_fake, openai_fake,
@@ -86,7 +43,7 @@ def test_voice_note_gets_a_voice_reply_whose_url_serves_ogg_opus(voice_app, twil
     assert served.status_code == 200 and served.mimetype == "audio/ogg"
     assert served.data[:4] == b"OggS" and sniff_audio_type(served.data[:96]) == "opus"
     # Temporary files of the turn are gone.
-    assert list(app.scratch.iterdir()) == []
+    wait_for(lambda: list(app.scratch.iterdir()) == [], timeout=5)  # removed right after the outcome is stored
 
 
 def test_text_users_get_text_even_with_tts_configured(voice_app, twilio_fake, elevenlabs_fake):
@@ -112,7 +69,7 @@ def test_truncated_note_gets_a_polite_retry_request(voice_app, twilio_fake, open
     wait_for(lambda: finished(app), timeout=20)
     assert "não consegui ouvir" in twilio_fake.sent[0]["body"].lower()
     assert openai_fake.requests_to("/v1/audio/transcriptions") == []
-    assert list(app.scratch.iterdir()) == []
+    wait_for(lambda: list(app.scratch.iterdir()) == [], timeout=5)  # removed right after the outcome is stored
 
 
 def test_an_image_is_not_downloaded_and_gets_a_notice_while_its_text_is_answered(voice_app, twilio_fake,
@@ -187,7 +144,7 @@ def test_a_file_whose_header_lies_is_not_transcribed(voice_app, twilio_fake, ope
     wait_for(lambda: finished(app), timeout=20)
     assert openai_fake.requests_to("/v1/audio/transcriptions") == []
     assert "não consegui ouvir" in twilio_fake.sent[0]["body"].lower()
-    assert list(app.scratch.iterdir()) == []
+    wait_for(lambda: list(app.scratch.iterdir()) == [], timeout=5)  # removed right after the outcome is stored
 
 
 def test_a_20_mb_file_is_refused_while_streaming(voice_app, twilio_fake, openai_fake):
@@ -196,7 +153,7 @@ def test_a_20_mb_file_is_refused_while_streaming(voice_app, twilio_fake, openai_
     wait_for(lambda: finished(app), timeout=30)
     assert openai_fake.requests_to("/v1/audio/transcriptions") == []
     assert "grande demais" in twilio_fake.sent[0]["body"]
-    assert list(app.scratch.iterdir()) == []
+    wait_for(lambda: list(app.scratch.iterdir()) == [], timeout=5)  # removed right after the outcome is stored
 
 
 def test_unusable_opus_from_elevenlabs_is_replaced_by_our_own_encoding(voice_app, twilio_fake, openai_fake,

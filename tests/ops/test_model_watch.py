@@ -17,7 +17,7 @@ from app.config import ConfigError, Settings
 from app.ops import model_watch
 from app.ops.model_watch import ModelWatch, known_shutdown
 from tests.conftest import wait_for
-from tests.test_dashboard import PASSWORD, login
+from tests.web.dashboard.test_dashboard import PASSWORD, login
 
 TODAY = dt.date(2026, 12, 1)
 

@@ -2,7 +2,7 @@
 the BM25 fallbacks, reloading, RRF and the persona.
 
 Query embeddings come from small in-process gateways (unit tests may replace a client);
-the wire format is covered by tests/test_create_embeddings.py against the OpenAI emulator.
+the wire format is covered by tests/knowledge/test_create_embeddings.py against the OpenAI emulator.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from app.knowledge import (
 )
 from tests.fakes.openai_fake import embed as bag_of_words_embedding
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 DOCUMENTS = PROJECT / "documents"
 DIMS = 64
 

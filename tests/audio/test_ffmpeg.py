@@ -1,4 +1,5 @@
-"""app.audio with the real FFmpeg binary: sniffing, decoding to 16 kHz WAV, silence, encoding."""
+"""app/audio/ (ffmpeg.py, formats.py) with the real FFmpeg binary: sniffing, decoding to
+16 kHz WAV, silence, encoding."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Markdown to WhatsApp formatting (app/whatsapp_format.py): a pure function, tested rule by rule."""
+"""Markdown to WhatsApp formatting (app/assistant/formatting.py): a pure function, tested rule by rule."""
 from __future__ import annotations
 
 import pytest

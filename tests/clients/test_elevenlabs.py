@@ -1,9 +1,8 @@
-"""ElevenLabs gateway through the real SDK against the emulator, and text preparation for speech."""
+"""The ElevenLabs gateway (app/clients/elevenlabs_client.py) through the real SDK against the emulator."""
 from __future__ import annotations
 
 import pytest
 
-from app.assistant.speech_text import LINK_PHRASE, prepare_for_speech, split_for_speech
 from app.audio.formats import sniff_audio_type
 from app.clients.elevenlabs_client import MODEL_CHAR_LIMITS, ElevenLabsGateway, TTSError, classify_api_error
 from app.config import Settings
@@ -18,8 +17,6 @@ def make_gateway(elevenlabs_fake):
 
     return factory
 
-
-# ---- synthesis -----------------------------------------------------------------------------------
 
 def test_synthesize_returns_ogg_opus_in_the_cloned_voice(make_gateway, elevenlabs_fake):
     speech = make_gateway().synthesize("Oi! Aqui é o Endrigo, tudo bem com você?")
@@ -78,11 +75,12 @@ def test_http_errors_are_classified(make_gateway, elevenlabs_fake, status, kind)
     assert len(elevenlabs_fake.requests) == 1  # the SDK does not retry behind the pipeline's back
 
 
-def test_rate_limit_keeps_retry_after(make_gateway, elevenlabs_fake):
+def test_rate_limit_is_retryable_and_its_reason_names_the_status(make_gateway, elevenlabs_fake):
     elevenlabs_fake.fail_next(429, headers={"Retry-After": "3"})
     with pytest.raises(TTSError) as err:
         make_gateway().synthesize("Olá")
-    assert err.value.retry_after == 3.0
+    assert (err.value.kind, err.value.status, err.value.retryable) == ("rate_limited", 429, True)
+    assert err.value.reason.startswith("HTTP 429")
 
 
 def test_unknown_voice_is_a_bad_request(make_gateway):
@@ -124,50 +122,3 @@ def test_classify_handles_every_body_shape():
     assert classify_api_error(422, {"detail": [{"loc": ["body", "text"], "msg": "Field required"}]}).reason \
         == "HTTP 422 - body.text: Field required"
     assert classify_api_error(502, "<html>Bad gateway</html>").kind == "server"
-
-
-# ---- text preparation ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, spoken", [
-    ("**Olá!** Tudo _bem_?", "Olá! Tudo bem?"),
-    ("## Serviços\n\n- Sites\n- Tráfego pago", "Serviços. Sites. Tráfego pago."),
-    ("1. Primeiro passo\n2. Segundo passo", "Primeiro passo. Segundo passo."),
-    ("Veja [nosso portfólio](https://endrigo.digital/p).", "Veja nosso portfólio."),
-    ("Agende em https://endrigo.digital/agenda?x=1.", f"Agende no {LINK_PHRASE[2:]}."),
-    ("Acesse https://a.com ou https://b.com!", f"Acesse {LINK_PHRASE}!"),
-    ("[https://a.com](https://a.com)", f"{LINK_PHRASE}."),
-    ("Vamos nessa 🚀🔥 👍🏽 ✅", "Vamos nessa."),
-    ("Bandeira 🇧🇷 e família 👨‍👩‍👧", "Bandeira e família."),
-    ("Use o código `PROMO10`", "Use o código PROMO10."),
-    ("variavel_com_sublinhado fica", "variavel_com_sublinhado fica."),
-    ("Linha   com    espaços\t demais.", "Linha com espaços demais."),
-    ("```python\nprint('x')\n```\nPronto.", "Pronto."),
-    ("", ""),
-])
-def test_prepare_for_speech(text, spoken):
-    assert prepare_for_speech(text) == spoken
-
-
-def test_split_short_text_is_spoken_whole():
-    assert split_for_speech("Tudo certo.", 100) == ("Tudo certo.", "")
-
-
-def test_split_at_a_sentence_boundary():
-    text = "Primeira frase aqui. Segunda frase, um pouco maior! Terceira frase que não cabe no limite."
-    spoken, rest = split_for_speech(text, 60)
-    assert spoken == "Primeira frase aqui. Segunda frase, um pouco maior!"
-    assert rest == "Terceira frase que não cabe no limite."
-
-
-def test_split_falls_back_to_a_clause_then_a_word():
-    spoken, rest = split_for_speech("Uma frase muito longa, com vírgulas, que passa do limite sem ponto final", 45)
-    assert spoken == "Uma frase muito longa, com vírgulas," and rest.startswith("que passa")
-    spoken, rest = split_for_speech("palavra " * 20, 30)
-    assert len(spoken) <= 30 and not spoken.endswith(" ") and (spoken + " " + rest).split() == ["palavra"] * 20
-
-
-def test_split_never_exceeds_the_limit_and_loses_nothing():
-    text = " ".join(f"Frase número {i} do texto longo." for i in range(200))
-    spoken, rest = split_for_speech(text, 900)
-    assert len(spoken) <= 900 and spoken.endswith(".")
-    assert f"{spoken} {rest}" == text

@@ -1,4 +1,4 @@
-"""Dashboard statistics (app/stats.py) against hand-computed figures, on SQLite and PostgreSQL.
+"""Dashboard statistics (app/web/dashboard/stats.py) against hand-computed figures, on SQLite and PostgreSQL.
 
 The clock is fixed at 2026-03-10 15:00 UTC, which is 12:00 in Brasília (UTC-3): local
 "today" is 2026-03-10 and the 30-day window starts at local 2026-02-09 00:00, i.e.
@@ -156,3 +156,12 @@ def test_percentiles_helper():
     assert percentiles([]) == {"count": 0, "p50": None, "p95": None}
     assert percentiles([7]) == {"count": 1, "p50": 7.0, "p95": 7.0}
     assert percentiles(list(range(0, 101))) == {"count": 101, "p50": 50.0, "p95": 95.0}
+
+
+def test_every_pipeline_stage_has_a_latency_row_and_a_label():
+    from app import pipeline
+    from app.web.dashboard.blueprint import STAGE_LABELS
+
+    names = tuple(name for name, _ in pipeline.STAGES)
+    assert stats_module.STAGES == names
+    assert set(STAGE_LABELS) == set(names) | {"end_to_end"}

@@ -1,4 +1,4 @@
-"""The six function tools (app/tools.py): strict schemas, argument normalisation and validation,
+"""The six function tools (app/assistant/tools.py): strict schemas, argument normalisation and validation,
 errors returned to the model instead of raised, and every tool acting on the turn's own user."""
 from __future__ import annotations
 

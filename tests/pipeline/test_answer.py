@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 import app.assistant.prompt as prompt
-import app.pipeline.answer as responder
+import app.pipeline.answer as answer_stage
 from app.db import utcnow
 from app.models import Handoff, Lead, Message, Turn, User
 from app.pipeline import notices
@@ -224,9 +224,9 @@ def test_reasoning_items_are_resent_only_with_their_encrypted_content():
                  "arguments": "{}", "status": "completed"},
             ]}).output
 
-    kept = responder.replayable_items(output({"encrypted_content": "gAAAA"}))
+    kept = answer_stage.replayable_items(output({"encrypted_content": "gAAAA"}))
     assert [i["type"] for i in kept] == ["reasoning", "function_call"] and kept[1]["id"] == "fc_1"
-    dropped = responder.replayable_items(output({}))
+    dropped = answer_stage.replayable_items(output({}))
     assert [i["type"] for i in dropped] == ["function_call"] and "id" not in dropped[0]
     assert dropped[0]["call_id"] == "call_1"
 
@@ -236,7 +236,7 @@ def test_reasoning_items_are_resent_only_with_their_encrypted_content():
     ("gpt-4.1", False), ("llama3", False),
 ])
 def test_encrypted_reasoning_is_requested_only_from_reasoning_models(model, expected):
-    assert responder.supports_encrypted_reasoning(model) is expected
+    assert answer_stage.supports_encrypted_reasoning(model) is expected
 
 
 # ---- isolation between users -------------------------------------------------------------------
@@ -377,10 +377,10 @@ def test_a_refused_request_fails_without_retries(online, openai_fake, twilio_fak
 # ---- what the model says -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("script, fallback", [
-    (lambda fake: fake.queue_output([]), responder.FALLBACK_EMPTY),
-    (lambda fake: fake.queue_text("   \n  "), responder.FALLBACK_EMPTY),
-    (lambda fake: fake.queue_refusal(), responder.FALLBACK_REFUSAL),
-    (lambda fake: fake.queue_incomplete(), responder.FALLBACK_INCOMPLETE),
+    (lambda fake: fake.queue_output([]), answer_stage.FALLBACK_EMPTY),
+    (lambda fake: fake.queue_text("   \n  "), answer_stage.FALLBACK_EMPTY),
+    (lambda fake: fake.queue_refusal(), answer_stage.FALLBACK_REFUSAL),
+    (lambda fake: fake.queue_incomplete(), answer_stage.FALLBACK_INCOMPLETE),
 ], ids=["empty", "blank", "refusal", "incomplete"])
 def test_no_usable_answer_sends_a_short_fallback(online, openai_fake, twilio_fake, script, fallback):
     app = online()
@@ -440,10 +440,10 @@ def test_at_most_four_tool_rounds_then_a_final_call_without_tools(online, openai
     openai_fake.set_handler(handler)
     assert wait_settled(app, say(app, twilio_fake, "Que horas são?")).status == "answered"
     requests = bodies(openai_fake)
-    assert len(requests) == responder.MAX_TOOL_ROUNDS + 1
-    assert [r["tool_choice"] for r in requests] == ["auto"] * responder.MAX_TOOL_ROUNDS + ["none"]
+    assert len(requests) == answer_stage.MAX_TOOL_ROUNDS + 1
+    assert [r["tool_choice"] for r in requests] == ["auto"] * answer_stage.MAX_TOOL_ROUNDS + ["none"]
     assert all(r["instructions"] for r in requests)
-    assert len(outputs_of(requests[-1])) == responder.MAX_TOOL_ROUNDS
+    assert len(outputs_of(requests[-1])) == answer_stage.MAX_TOOL_ROUNDS
     assert sent_to(twilio_fake) == ["Resposta final sem ferramentas."]
 
 
@@ -475,7 +475,7 @@ def test_tool_calls_are_recorded_for_the_dashboard(online, openai_fake):
                                                                         "email": "nope", "phone": None}},
     ])
     openai_fake.queue_text("Certo!")
-    assert responder.answer_turn(ctx) == "Certo!"
+    assert answer_stage.answer_turn(ctx) == "Certo!"
     assert [(c["name"], c["ok"], c["round"]) for c in ctx.tool_calls] == [
         ("update_user_profile", True, 1), ("capture_lead", False, 1)]
     assert ctx.tool_calls[0]["arguments"] == {"name": "Ana Clara", "reply_mode": None}
@@ -486,25 +486,25 @@ def test_tool_calls_are_recorded_for_the_dashboard(online, openai_fake):
 
 def test_when_time_runs_short_the_last_call_goes_without_tools(online, openai_fake, monkeypatch):
     app = online(start_workers=False)
-    monkeypatch.setattr(responder, "ANSWER_BUDGET_MIN_SECONDS", 1.0)
-    monkeypatch.setattr(responder, "ANSWER_BUDGET_MAX_SECONDS", 1.0)
-    monkeypatch.setattr(responder, "NEW_ROUND_MIN_SECONDS", 0.8)
-    monkeypatch.setattr(responder, "MIN_CALL_SECONDS", 0.3)
+    monkeypatch.setattr(answer_stage, "ANSWER_BUDGET_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(answer_stage, "ANSWER_BUDGET_MAX_SECONDS", 1.0)
+    monkeypatch.setattr(answer_stage, "NEW_ROUND_MIN_SECONDS", 0.8)
+    monkeypatch.setattr(answer_stage, "MIN_CALL_SECONDS", 0.3)
     openai_fake.set_latency(0.35, "/v1/responses")
     openai_fake.set_handler(lambda body: "Resposta curta." if body.get("tool_choice") == "none"
                             else {"type": "function_call", "name": "get_current_datetime", "arguments": {}})
-    assert responder.answer_turn(_direct_context(app)) == "Resposta curta."
+    assert answer_stage.answer_turn(_direct_context(app)) == "Resposta curta."
     assert [r["tool_choice"] for r in bodies(openai_fake)] == ["auto", "none"]
 
 
 def test_when_no_time_is_left_a_portuguese_fallback_is_returned(online, openai_fake, monkeypatch):
     app = online(start_workers=False)
-    monkeypatch.setattr(responder, "ANSWER_BUDGET_MIN_SECONDS", 1.0)
-    monkeypatch.setattr(responder, "ANSWER_BUDGET_MAX_SECONDS", 1.0)
-    monkeypatch.setattr(responder, "MIN_CALL_SECONDS", 0.5)
+    monkeypatch.setattr(answer_stage, "ANSWER_BUDGET_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(answer_stage, "ANSWER_BUDGET_MAX_SECONDS", 1.0)
+    monkeypatch.setattr(answer_stage, "MIN_CALL_SECONDS", 0.5)
     openai_fake.set_latency(0.7, "/v1/responses")
     openai_fake.set_handler(lambda body: {"type": "function_call", "name": "get_current_datetime", "arguments": {}})
-    assert responder.answer_turn(_direct_context(app)) == responder.FALLBACK_OUT_OF_TIME
+    assert answer_stage.answer_turn(_direct_context(app)) == answer_stage.FALLBACK_OUT_OF_TIME
     assert len(bodies(openai_fake)) == 1
 
 
@@ -512,11 +512,11 @@ def test_direct_errors_are_classified(online, openai_fake):
     app = online(start_workers=False, openai_max_retries=0)
     openai_fake.fail_next(503, path_contains="/v1/responses")
     with pytest.raises(RetryableTurnError) as retryable:
-        responder.answer_turn(_direct_context(app))
+        answer_stage.answer_turn(_direct_context(app))
     assert retryable.value.kind == "answer"
     openai_fake.fail_next(403, path_contains="/v1/responses")
     with pytest.raises(PermanentTurnError) as auth:
-        responder.answer_turn(_direct_context(app))
+        answer_stage.answer_turn(_direct_context(app))
     assert auth.value.kind == "auth"
 
 
@@ -528,7 +528,7 @@ def test_a_failure_after_the_handoff_still_tells_the_user(online, openai_fake):
         return {"type": "function_call", "name": "request_human_handoff", "arguments": {"reason": "contrato"}}
 
     openai_fake.set_handler(handler)
-    assert responder.answer_turn(_direct_context(app)) == responder.FALLBACK_HANDOFF
+    assert answer_stage.answer_turn(_direct_context(app)) == answer_stage.FALLBACK_HANDOFF
     assert health(app)["state"] == "degraded"
 
 

@@ -1,6 +1,6 @@
 """Retrieval quality does not regress: hit@1 and hit@3 over tests/data/retrieval_questions.json.
 
-Measured on the frozen sample knowledge base (tests/test_knowledge.py SAMPLE_KB, what
+Measured on the frozen sample knowledge base (tests/knowledge/test_knowledge.py SAMPLE_KB, what
 documents/ first shipped), so the figures hold when operators replace documents/. The floors
 are the figures measured when they were set (docs/PERFORMANCE.md, bench/bench_retrieval_quality.py):
 a change to chunking or ranking that loses a question fails here; one that wins questions
@@ -19,9 +19,9 @@ import pytest
 from app.knowledge import KnowledgeBase, chunk_documents, embedding_input
 from app.knowledge.evaluation import LabelledQuestion, first_hit_rank, load_questions, measure, section_label
 from tests.fakes.openai_fake import embed as emulated_embedding
-from tests.test_knowledge import write_sample_kb
+from tests.knowledge.test_knowledge import write_sample_kb
 
-QUESTIONS = Path(__file__).resolve().parent / "data" / "retrieval_questions.json"
+QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "retrieval_questions.json"
 DIMS = 1536  # text-embedding-3-small, as the emulator serves it
 
 # Measured on 84 questions (59 dev, 25 held out); floors as fractions so that adding

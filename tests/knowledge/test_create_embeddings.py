@@ -14,9 +14,9 @@ import pytest
 
 from app.knowledge import chunk_documents, embedding_input, load_vectors_file
 from tests.fakes.openai_fake import embed as fake_embedding
-from tests.test_knowledge import write_sample_kb
+from tests.knowledge.test_knowledge import write_sample_kb
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 SCRIPT = PROJECT / "create_embeddings.py"
 
 
