@@ -97,7 +97,8 @@ class Settings:
     twilio_api_base_url: str | None = None
     twilio_validate_signature: bool = True
     media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
-    # Only tests set this: lets media downloads reach an emulator on loopback.
+    # MEDIA_ALLOW_PRIVATE_HOSTS=true (staging, emulators): media over http and from loopback/
+    # private addresses. Off in production: a MediaUrl is attacker-influenced (SSRF).
     media_allow_private_hosts: bool = False
 
     openai_api_key: str | None = None
@@ -176,6 +177,7 @@ class Settings:
             media_allowed_hosts=tuple(
                 h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
             ) or DEFAULT_MEDIA_HOSTS,
+            media_allow_private_hosts=_bool(env.get("MEDIA_ALLOW_PRIVATE_HOSTS"), False),
             openai_api_key=_str(env, "OPENAI_API_KEY"),
             openai_base_url=_str(env, "OPENAI_BASE_URL"),
             openai_model=_str(env, "OPENAI_MODEL", d.openai_model),
@@ -248,6 +250,11 @@ def boot_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "TWILIO_VALIDATE_SIGNATURE=false: webhook signatures are NOT checked. "
             "Anyone can post fake messages. Use only for local experiments."
+        )
+    if settings.media_allow_private_hosts:
+        warnings.append(
+            "MEDIA_ALLOW_PRIVATE_HOSTS=true: media downloads accept http and loopback/private "
+            "addresses (no SSRF protection). Use only for staging and local emulators."
         )
     if settings.assistant_id:
         warnings.append(
