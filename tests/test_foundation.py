@@ -34,6 +34,22 @@ def test_other_bad_values_name_their_variable():
         Settings.from_env(env={"MEDIA_BACKEND": "gcs"})
 
 
+def test_shared_keys_are_parsed_from_the_environment():
+    settings = Settings.from_env(env={"TWILIO_WEBHOOK_SHARED_KEYS": " k_old=secret-one-abc , k.new-2=c2VjcmV0LXR3bw==,"})
+    assert settings.twilio_webhook_shared_keys == (("k_old", "secret-one-abc"), ("k.new-2", "c2VjcmV0LXR3bw=="))
+    assert Settings.from_env(env={}).twilio_webhook_shared_keys == ()
+    assert Settings.from_env(env={}, twilio_webhook_shared_keys="a=12345678").twilio_webhook_shared_keys == \
+        (("a", "12345678"),)
+
+
+@pytest.mark.parametrize("raw", ["k1", "k1=secret-one-abc,k2", "=secret-one-abc", "k1=", "k1=short",
+                                 "k1=secret-one-abc,k1=secret-two-abc", "k 1=secret-one-abc"])
+def test_bad_shared_keys_stop_start_up_naming_the_variable_not_the_secret(raw):
+    with pytest.raises(ConfigError, match="TWILIO_WEBHOOK_SHARED_KEYS") as err:
+        Settings.from_env(env={"TWILIO_WEBHOOK_SHARED_KEYS": raw})
+    assert "secret-one-abc" not in str(err.value) and "secret-two-abc" not in str(err.value)
+
+
 def test_postgres_urls_use_psycopg2():
     settings = Settings.from_env(env={"DATABASE_URL": "postgres://u:p@db.example.com/x"})
     assert settings.database_url == "postgresql+psycopg2://u:p@db.example.com/x"

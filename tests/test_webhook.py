@@ -101,15 +101,117 @@ def test_query_string_is_signed_as_sent(client, twilio_fake):
     assert reordered.status_code == 403
 
 
-def test_sha256_signature_with_settings_header(client, twilio_fake):
+def test_sha256_signature_with_an_algorithm_but_no_key_uses_the_auth_token(client, twilio_fake):
     form = twilio_fake.inbound_form()
     url = "https://bot.example.com" + PATH
     signature = RequestValidator(twilio_fake.auth_token).compute_signature(url, form, algorithm="HMAC_SHA256")
     response = client.post(PATH, data=form, headers={
         "X-Twilio-Signature": signature,
-        "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_x,algorithm=HMAC_SHA256",
+        "X-Twilio-Webhooks-Signature-Settings": "algorithm=HMAC_SHA256",
     })
     assert response.status_code == 200
+    sha1 = client.post(PATH, data=dict(form, MessageSid="SM" + "3" * 32), headers={
+        "X-Twilio-Signature": signature,  # a SHA-256 signature does not pass as SHA-1
+    })
+    assert sha1.status_code == 403
+
+
+# ---- SharedKey signatures (TWILIO_WEBHOOK_SHARED_KEYS) -----------------------------------------
+
+OLD_KEY, OLD_SECRET = "webhooks_sharedkey_old01", "old-shared-secret-0123456789abcdef"
+NEW_KEY, NEW_SECRET = "webhooks_sharedkey_new02", "new-shared-secret-base64+/=="
+
+
+def shared_key_post(client, form, *, key_id, secret, algorithm="HMAC_SHA256", path=PATH):
+    url = "https://bot.example.com" + path
+    signature = RequestValidator(secret).compute_signature(url, form, algorithm=algorithm)
+    return client.post(path, data=form, headers={
+        "X-Twilio-Signature": signature,
+        "X-Twilio-Webhooks-Signature-Settings": f"key={key_id},algorithm={algorithm}",
+    })
+
+
+@pytest.fixture
+def shared_key_app(make_app):
+    return make_app(start_workers=False, twilio_webhook_shared_keys=f"{OLD_KEY}={OLD_SECRET}, {NEW_KEY}={NEW_SECRET}")
+
+
+def test_shared_key_signature_is_checked_with_the_named_keys_secret(shared_key_app, twilio_fake):
+    client = shared_key_app.test_client()
+    form = twilio_fake.inbound_form()
+    assert shared_key_post(client, form, key_id=NEW_KEY, secret=NEW_SECRET).status_code == 200
+    assert count(shared_key_app, Message) == 1
+
+
+def test_shared_key_rotation_accepts_both_keys(shared_key_app, twilio_fake):
+    client = shared_key_app.test_client()
+    old = shared_key_post(client, twilio_fake.inbound_form(MessageSid="SM" + "a" * 32), key_id=OLD_KEY,
+                          secret=OLD_SECRET)
+    new = shared_key_post(client, twilio_fake.inbound_form(MessageSid="SM" + "b" * 32), key_id=NEW_KEY,
+                          secret=NEW_SECRET)
+    sha1 = shared_key_post(client, twilio_fake.inbound_form(MessageSid="SM" + "c" * 32), key_id=OLD_KEY,
+                           secret=OLD_SECRET, algorithm="HMAC_SHA1")
+    assert (old.status_code, new.status_code, sha1.status_code) == (200, 200, 200)
+    assert count(shared_key_app, Message) == 3
+
+
+def test_shared_key_with_a_wrong_secret_is_refused(shared_key_app, twilio_fake):
+    client = shared_key_app.test_client()
+    form = twilio_fake.inbound_form()
+    other_keys_secret = shared_key_post(client, form, key_id=NEW_KEY, secret=OLD_SECRET)
+    auth_token = shared_key_post(client, form, key_id=NEW_KEY, secret=twilio_fake.auth_token)
+    made_up = shared_key_post(client, form, key_id=NEW_KEY, secret="guessed-secret-value")
+    # The algorithm is part of what is checked: a SHA-1 signature announced as SHA-256 fails.
+    wrong_algorithm = client.post(PATH, data=form, headers={
+        "X-Twilio-Signature": RequestValidator(NEW_SECRET).compute_signature("https://bot.example.com" + PATH,
+                                                                              form, algorithm="HMAC_SHA1"),
+        "X-Twilio-Webhooks-Signature-Settings": f"key={NEW_KEY},algorithm=HMAC_SHA256",
+    })
+    statuses = [r.status_code for r in (other_keys_secret, auth_token, made_up, wrong_algorithm)]
+    assert statuses == [403, 403, 403, 403]
+    assert count(shared_key_app, Message) == 0
+
+
+@pytest.mark.parametrize("settings_header", ["key=webhooks_sharedkey_unknown,algorithm=HMAC_SHA256",
+                                             "key=,algorithm=HMAC_SHA256", f"key={OLD_KEY}x,algorithm=HMAC_SHA256"])
+def test_shared_key_with_an_unknown_id_is_refused(shared_key_app, twilio_fake, settings_header):
+    client = shared_key_app.test_client()
+    form = twilio_fake.inbound_form()
+    url = "https://bot.example.com" + PATH
+    for secret in (OLD_SECRET, twilio_fake.auth_token):  # whatever it was signed with
+        response = client.post(PATH, data=form, headers={
+            "X-Twilio-Signature": RequestValidator(secret).compute_signature(url, form, algorithm="HMAC_SHA256"),
+            "X-Twilio-Webhooks-Signature-Settings": settings_header,
+        })
+        assert response.status_code == 403
+        assert response.data == b"unknown signing key"
+    assert count(shared_key_app, Message) == 0
+
+
+def test_a_named_key_is_refused_when_no_shared_keys_are_configured(client, twilio_fake):
+    form = twilio_fake.inbound_form()
+    response = shared_key_post(client, form, key_id="webhooks_sharedkey_x", secret=twilio_fake.auth_token)
+    assert response.status_code == 403
+
+
+def test_status_callbacks_are_checked_with_shared_keys_too(shared_key_app, twilio_fake):
+    client = shared_key_app.test_client()
+    form = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "delivered", "AccountSid": twilio_fake.account_sid}
+    path = PATH + "/status"
+    assert shared_key_post(client, form, key_id=OLD_KEY, secret=OLD_SECRET, path=path).status_code == 200
+    assert shared_key_post(client, form, key_id=OLD_KEY, secret=NEW_SECRET, path=path).status_code == 403
+
+
+def test_shared_key_secrets_never_reach_the_logs(shared_key_app):
+    import logging
+
+    from app.logging import RedactingFormatter
+
+    record = logging.LogRecord("app.test", logging.WARNING, __file__, 1, "keys %s and %s", (OLD_SECRET, NEW_SECRET),
+                               None)
+    line = RedactingFormatter("%(message)s").format(record)
+    assert OLD_SECRET not in line and NEW_SECRET not in line and "[secret]" in line
+    assert NEW_SECRET not in repr(shared_key_app.extensions["endrigo"].settings)
 
 
 @pytest.mark.parametrize(

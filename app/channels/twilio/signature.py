@@ -30,9 +30,6 @@ def signature_failure(request, settings, twilio) -> tuple[str | None, str]:
     url = public_request_url(request, settings.public_base_url)
     if not settings.twilio_validate_signature:
         return None, url
-    signature = request.headers.get("X-Twilio-Signature")
-    if not signature:
-        return "missing X-Twilio-Signature", url
-    if not twilio.signature_is_valid(url, request.form, signature, request.headers.get(SIGNATURE_SETTINGS_HEADER)):
-        return "invalid X-Twilio-Signature", url
-    return None, url
+    problem = twilio.signature_problem(url, request.form, request.headers.get("X-Twilio-Signature"),
+                                       request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    return problem, url
