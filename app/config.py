@@ -269,8 +269,9 @@ def _normalised(settings: Settings) -> Settings:
         changes["twilio_phone_number"] = normalize_whatsapp_number(settings.twilio_phone_number)
     if settings.public_base_url:
         url = settings.public_base_url.rstrip("/")
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ConfigError("PUBLIC_BASE_URL must be an origin such as https://bot.example.com")
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+            raise ConfigError("PUBLIC_BASE_URL must be the app's public http(s) address, such as "
+                              "https://bot.example.com or https://example.com/bot (no query)")
         changes["public_base_url"] = url
     if settings.media_backend not in {"local", "gcs"}:
         raise ConfigError("MEDIA_BACKEND must be 'local' or 'gcs'")

@@ -50,6 +50,16 @@ def test_bad_shared_keys_stop_start_up_naming_the_variable_not_the_secret(raw):
     assert "secret-one-abc" not in str(err.value) and "secret-two-abc" not in str(err.value)
 
 
+def test_public_base_url_may_carry_a_mount_path_but_no_query():
+    assert Settings.from_env(env={"PUBLIC_BASE_URL": "https://example.com/bot/"}).public_base_url == \
+        "https://example.com/bot"
+    assert Settings.from_env(env={"PUBLIC_BASE_URL": "https://bot.example.com/"}).public_base_url == \
+        "https://bot.example.com"
+    for bad in ("bot.example.com", "https://example.com/bot?x=1", "https://example.com/#top", "ftp://example.com"):
+        with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+            Settings.from_env(env={"PUBLIC_BASE_URL": bad})
+
+
 def test_postgres_urls_use_psycopg2():
     settings = Settings.from_env(env={"DATABASE_URL": "postgres://u:p@db.example.com/x"})
     assert settings.database_url == "postgresql+psycopg2://u:p@db.example.com/x"
