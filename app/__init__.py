@@ -37,7 +37,8 @@ def create_app(config=None) -> Flask:
 
     configure_logging(settings.log_level)
     for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
-                   settings.dashboard_password, settings.secret_key):
+                   settings.dashboard_password, settings.secret_key,
+                   *(secret for _, secret in settings.twilio_webhook_shared_keys)):
         register_secret(secret)
     log_startup_report(settings)
 

@@ -139,8 +139,12 @@ class Settings:
     twilio_api_base_url: str | None = None
     twilio_typing_indicator: bool = True
     twilio_validate_signature: bool = True
+    # TWILIO_WEBHOOK_SHARED_KEYS: (key id, secret) pairs of Twilio SharedKeys; several during a
+    # rotation. A webhook whose signature-settings header names a key is checked with its secret.
+    twilio_webhook_shared_keys: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
-    # Only tests set this: lets media downloads reach an emulator on loopback.
+    # MEDIA_ALLOW_PRIVATE_HOSTS=true (staging, emulators): media over http and from loopback/
+    # private addresses. Off in production: a MediaUrl is attacker-influenced (SSRF).
     media_allow_private_hosts: bool = False
 
     openai_api_key: str | None = None
@@ -227,9 +231,11 @@ class Settings:
             twilio_api_base_url=_str(env, "TWILIO_API_BASE_URL"),
             twilio_typing_indicator=_bool(env.get("TWILIO_TYPING_INDICATOR"), d.twilio_typing_indicator),
             twilio_validate_signature=_bool(env.get("TWILIO_VALIDATE_SIGNATURE"), True),
+            twilio_webhook_shared_keys=parse_shared_keys(env.get("TWILIO_WEBHOOK_SHARED_KEYS")),
             media_allowed_hosts=tuple(
                 h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
             ) or DEFAULT_MEDIA_HOSTS,
+            media_allow_private_hosts=_bool(env.get("MEDIA_ALLOW_PRIVATE_HOSTS"), False),
             openai_api_key=_str(env, "OPENAI_API_KEY"),
             openai_base_url=_str(env, "OPENAI_BASE_URL"),
             openai_model=_str(env, "OPENAI_MODEL", d.openai_model),
@@ -265,15 +271,61 @@ class Settings:
         return _normalised(cls(**values))
 
 
+SHARED_KEY_MIN_SECRET = 8  # shorter values would not even be masked in logs (app.redaction)
+_SHARED_KEY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def parse_shared_keys(raw) -> tuple[tuple[str, str], ...]:
+    """TWILIO_WEBHOOK_SHARED_KEYS: ``keyId=secret`` entries separated by commas.
+
+    The key id ends at the first ``=``; the secret is the rest (base64 secrets may end in
+    ``=``). Blank entries are ignored; a duplicate id, an entry without ``=``, an empty or
+    short secret stop start-up naming the variable (never showing a secret). Also accepts
+    the parsed form (pairs, or a dict) given as an override.
+    """
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        entries = [(str(k), str(v)) for k, v in raw.items()]
+    elif isinstance(raw, str):
+        entries = []
+        for position, entry in enumerate(raw.split(","), start=1):
+            if not entry.strip():
+                continue
+            key_id, separator, secret = entry.partition("=")
+            if not separator:
+                raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS entry {position} is not keyId=secret")
+            entries.append((key_id, secret))
+    else:
+        entries = [(str(k), str(v)) for k, v in raw]
+    keys: dict[str, str] = {}
+    for key_id, secret in entries:
+        key_id, secret = key_id.strip(), secret.strip()
+        if not _SHARED_KEY_ID.fullmatch(key_id):
+            raise ConfigError("TWILIO_WEBHOOK_SHARED_KEYS has a key id that is empty or not made of "
+                              "letters, digits, '_', '-' and '.'")
+        if key_id in keys:
+            raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS names key {key_id} twice")
+        if len(secret) < SHARED_KEY_MIN_SECRET:
+            raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS: the secret of key {key_id} is empty or shorter "
+                              f"than {SHARED_KEY_MIN_SECRET} characters")
+        keys[key_id] = secret
+    return tuple(keys.items())
+
+
 def _normalised(settings: Settings) -> Settings:
     """Validate and normalise values; raise ConfigError naming the variable."""
     changes: dict = {}
+    shared_keys = parse_shared_keys(settings.twilio_webhook_shared_keys)  # also checks an override
+    if shared_keys != settings.twilio_webhook_shared_keys:
+        changes["twilio_webhook_shared_keys"] = shared_keys
     if settings.twilio_phone_number:
         changes["twilio_phone_number"] = normalize_whatsapp_number(settings.twilio_phone_number)
     if settings.public_base_url:
         url = settings.public_base_url.rstrip("/")
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ConfigError("PUBLIC_BASE_URL must be an origin such as https://bot.example.com")
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+            raise ConfigError("PUBLIC_BASE_URL must be the app's public http(s) address, such as "
+                              "https://bot.example.com or https://example.com/bot (no query)")
         changes["public_base_url"] = url
     if settings.media_backend not in {"local", "gcs"}:
         raise ConfigError("MEDIA_BACKEND must be 'local' or 'gcs'")
@@ -302,6 +354,11 @@ def security_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "TWILIO_VALIDATE_SIGNATURE=false: webhook signatures are NOT checked. "
             "Anyone can post fake messages. Use only for local experiments."
+        )
+    if settings.media_allow_private_hosts:
+        warnings.append(
+            "MEDIA_ALLOW_PRIVATE_HOSTS=true: media downloads accept http and loopback/private "
+            "addresses (no SSRF protection). Use only for staging and local emulators."
         )
     if settings.assistant_id:
         warnings.append(

@@ -22,6 +22,8 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 
 TWILIO_NUMBER = "whatsapp:+14155238886"
+# The environment a test app reads: media from the emulators on loopback over http.
+EMULATOR_ENV = {"MEDIA_ALLOW_PRIVATE_HOSTS": "true"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -55,10 +57,10 @@ def make_settings(database_url, tmp_path, twilio_fake):
             retry_backoff_seconds=(0.2, 0.2),
             workers=4,
             secret_key="test-secret-key-123456",
-            media_allow_private_hosts=True,
         )
         values.update(overrides)
-        return Settings.from_env(env={}, **values)
+        # The emulators listen on http://127.0.0.1: allowed the way staging allows them.
+        return Settings.from_env(env=EMULATOR_ENV, **values)
 
     return factory
 

@@ -316,3 +316,31 @@ def test_every_environment_variable_read_is_documented_in_env_example():
     read |= set(re.findall(r'_(?:str|int|float)\(env, "([A-Z_]+)"', (root / "app/config.py").read_text()))
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
     assert read and read <= documented, f"undocumented: {sorted(read - documented)}"
+
+
+def test_shared_keys_are_parsed_from_the_environment():
+    settings = Settings.from_env(env={"TWILIO_WEBHOOK_SHARED_KEYS": " k_old=secret-one-abc , k.new-2=c2VjcmV0LXR3bw==,"})
+    assert settings.twilio_webhook_shared_keys == (("k_old", "secret-one-abc"), ("k.new-2", "c2VjcmV0LXR3bw=="))
+    assert Settings.from_env(env={}).twilio_webhook_shared_keys == ()
+    assert Settings.from_env(env={}, twilio_webhook_shared_keys="a=12345678").twilio_webhook_shared_keys == \
+        (("a", "12345678"),)
+
+
+@pytest.mark.parametrize("raw", ["k1", "k1=secret-one-abc,k2", "=secret-one-abc", "k1=", "k1=short",
+                                 "k1=secret-one-abc,k1=secret-two-abc", "k 1=secret-one-abc"])
+def test_bad_shared_keys_stop_start_up_naming_the_variable_not_the_secret(raw):
+    with pytest.raises(ConfigError, match="TWILIO_WEBHOOK_SHARED_KEYS") as err:
+        Settings.from_env(env={"TWILIO_WEBHOOK_SHARED_KEYS": raw})
+    assert "secret-one-abc" not in str(err.value) and "secret-two-abc" not in str(err.value)
+
+
+def test_public_base_url_may_carry_a_mount_path_but_no_query():
+    assert Settings.from_env(env={"PUBLIC_BASE_URL": "https://example.com/bot/"}).public_base_url == \
+        "https://example.com/bot"
+    assert Settings.from_env(env={"PUBLIC_BASE_URL": "https://bot.example.com/"}).public_base_url == \
+        "https://bot.example.com"
+    for bad in ("bot.example.com", "https://example.com/bot?x=1", "https://example.com/#top", "ftp://example.com"):
+        with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+            Settings.from_env(env={"PUBLIC_BASE_URL": bad})
+
+

@@ -3,6 +3,12 @@
 ``TwilioGateway`` sends WhatsApp messages through the REST API (pointed at an emulator
 by TWILIO_API_BASE_URL) and checks webhook signatures with Twilio's own
 ``RequestValidator``. Errors come back classified, with reasons safe to show operators.
+
+Signatures: a webhook signed with a SharedKey carries
+``X-Twilio-Webhooks-Signature-Settings: key=<keyId>,algorithm=<algorithm>``; it is checked
+with that key's secret (TWILIO_WEBHOOK_SHARED_KEYS) and the algorithm named there, and a key
+id we do not know is refused. Without a key in the header, the auth token signs (HMAC-SHA1,
+or the algorithm the header names).
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ class TwilioGateway:
                 self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
                 self._client.messaging.base_url = settings.twilio_api_base_url.rstrip("/")
         self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+        self._shared_key_validators = {key_id: RequestValidator(secret)
+                                       for key_id, secret in settings.twilio_webhook_shared_keys}
 
     @property
     def available(self) -> bool:
@@ -133,9 +141,42 @@ class TwilioGateway:
                 found[message.sid] = SentMessage(sid=message.sid, status=message.status or "queued")
         return list(found.values())
 
-    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
-        """Check X-Twilio-Signature exactly as Twilio computes it (SHA-1, or SHA-256 when announced)."""
-        if not signature or self._validator is None:
-            return False
+    def signature_problem(self, url: str, params, signature: str | None,
+                          settings_header: str | None) -> str | None:
+        """Why X-Twilio-Signature does not prove the request is Twilio's, or None when it does.
+
+        Computed exactly as Twilio does (``RequestValidator``): SHA-1, or the algorithm named in
+        the signature-settings header; with the SharedKey that header names, else the auth token.
+        """
+        if not signature:
+            return "missing X-Twilio-Signature"
+        key_id = signature_key_id(settings_header)
+        if key_id is not None:
+            validator = self._shared_key_validators.get(key_id)
+            if validator is None:
+                return "unknown signing key"
+        elif self._validator is None:
+            return "no auth token to check X-Twilio-Signature"
+        else:
+            validator = self._validator
         algorithm = get_signature_algorithm(settings_header)
-        return self._validator.validate(url, params, signature, algorithm=algorithm)
+        if not validator.validate(url, params, signature, algorithm=algorithm):
+            return "invalid X-Twilio-Signature"
+        return None
+
+    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
+        return self.signature_problem(url, params, signature, settings_header) is None
+
+
+def signature_key_id(settings_header: str | None) -> str | None:
+    """The SharedKey id named in X-Twilio-Webhooks-Signature-Settings (``key=<id>,algorithm=…``).
+
+    Parsed like the SDK's ``get_signature_algorithm`` reads ``algorithm``: comma-separated
+    ``name=value`` parts, blanks stripped. None when the header names no key; ``""`` when it
+    has a ``key=`` without a value (which matches no key, so it is refused).
+    """
+    for part in (settings_header or "").split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "key":
+            return value.strip()
+    return None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 import requests
@@ -9,6 +10,7 @@ import requests
 from app.channels.twilio import media as media_download
 from app.channels.twilio.media import MediaDownloadError, MediaRefused, MediaTooLarge, download_media
 from app.config import Settings
+from tests.conftest import EMULATOR_ENV
 from tests.fakes import audio_samples as samples
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
@@ -17,9 +19,9 @@ MB = 1024 * 1024
 
 def _settings(fake, **overrides) -> Settings:
     values = dict(twilio_account_sid=fake.account_sid, twilio_auth_token=fake.auth_token,
-                  media_allowed_hosts=("127.0.0.1",), media_allow_private_hosts=True)
+                  media_allowed_hosts=("127.0.0.1",))
     values.update(overrides)
-    return Settings(**values)
+    return Settings.from_env(env=EMULATOR_ENV, **values)
 
 
 def _on_localhost(url: str) -> str:
@@ -140,6 +142,42 @@ def test_http_is_refused_unless_private_hosts_are_allowed(twilio_fake, tmp_path)
     assert twilio_fake.requests == []
 
 
+def test_media_allow_private_hosts_defaults_to_refusing_loopback(twilio_fake, tmp_path):
+    url = twilio_fake.add_media(samples.mp3(1.0), "audio/mpeg")
+    for env in ({}, {"MEDIA_ALLOW_PRIVATE_HOSTS": "false"}):
+        settings = Settings.from_env(env=env, twilio_account_sid=twilio_fake.account_sid,
+                                     twilio_auth_token=twilio_fake.auth_token, media_allowed_hosts=("127.0.0.1",))
+        assert settings.media_allow_private_hosts is False
+        with pytest.raises(MediaRefused, match="scheme http"):
+            download_media(url, settings, tmp_path)
+        with pytest.raises(MediaRefused, match="non-public address"):
+            download_media(url.replace("http://", "https://", 1), settings, tmp_path)
+    assert twilio_fake.requests == []
+
+
+def test_media_allow_private_hosts_from_the_environment_reaches_the_emulator_over_http(twilio_fake, tmp_path):
+    note = samples.speech_like_ogg(1.0)
+    url = twilio_fake.add_media(note, "audio/ogg")
+    assert url.startswith("http://127.0.0.1:")
+    settings = Settings.from_env(env={"MEDIA_ALLOW_PRIVATE_HOSTS": "true", "MEDIA_ALLOWED_HOSTS": "127.0.0.1",
+                                      "TWILIO_ACCOUNT_SID": twilio_fake.account_sid,
+                                      "TWILIO_AUTH_TOKEN": twilio_fake.auth_token})
+    media = download_media(url, settings, tmp_path)
+    assert media.path.read_bytes() == note
+    assert [r.path.startswith("/cdn/") for r in twilio_fake.requests] == [False, True]
+
+
+def test_media_allow_private_hosts_warns_at_every_start(make_app, caplog):
+    with caplog.at_level(logging.WARNING, logger="app"):
+        make_app(start_workers=False)
+    assert sum("MEDIA_ALLOW_PRIVATE_HOSTS=true" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="app"):
+        make_app(start_workers=False, media_allow_private_hosts=False)
+    assert "MEDIA_ALLOW_PRIVATE_HOSTS" not in caplog.text
+
+
 @pytest.mark.parametrize("address, public", [
     ("8.8.8.8", True), ("2001:4860:4860::8888", True), ("10.0.0.1", False), ("172.16.5.4", False),
     ("192.168.1.1", False), ("169.254.169.254", False), ("::1", False), ("fe80::1", False),
@@ -241,7 +279,7 @@ def test_read_timeout_is_retryable_and_cleans_up(twilio_fake, tmp_path, monkeypa
 
 def test_connection_refused_is_retryable(tmp_path):
     with pytest.raises(MediaDownloadError) as err:
-        download_media("http://127.0.0.1:9/media", Settings(media_allowed_hosts=("127.0.0.1",),
-                                                            media_allow_private_hosts=True), tmp_path)
+        download_media("http://127.0.0.1:9/media",
+                       Settings.from_env(env=EMULATOR_ENV, media_allowed_hosts=("127.0.0.1",)), tmp_path)
     assert err.value.retryable
     assert list(tmp_path.iterdir()) == []

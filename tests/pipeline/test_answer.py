@@ -224,11 +224,12 @@ def test_reasoning_items_are_resent_only_with_their_encrypted_content():
                  "arguments": "{}", "status": "completed"},
             ]}).output
 
-    kept = answer_stage.replayable_items(output({"encrypted_content": "gAAAA"}))
+    kept, _ = answer_stage.replayable_items(output({"encrypted_content": "gAAAA"}), reasoning_included=True)
     assert [i["type"] for i in kept] == ["reasoning", "function_call"] and kept[1]["id"] == "fc_1"
-    dropped = answer_stage.replayable_items(output({}))
-    assert [i["type"] for i in dropped] == ["function_call"] and "id" not in dropped[0]
-    assert dropped[0]["call_id"] == "call_1"
+    for items, _ in (answer_stage.replayable_items(output({}), reasoning_included=True),
+                     answer_stage.replayable_items(output({"encrypted_content": "gAAAA"}), reasoning_included=False)):
+        assert [i["type"] for i in items] == ["function_call"] and "id" not in items[0]
+        assert items[0]["call_id"] == "call_1"
 
 
 @pytest.mark.parametrize("model, expected", [

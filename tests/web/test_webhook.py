@@ -101,15 +101,19 @@ def test_query_string_is_signed_as_sent(client, twilio_fake):
     assert reordered.status_code == 403
 
 
-def test_sha256_signature_with_settings_header(client, twilio_fake):
+def test_sha256_signature_with_an_algorithm_but_no_key_uses_the_auth_token(client, twilio_fake):
     form = twilio_fake.inbound_form()
     url = "https://bot.example.com" + PATH
     signature = RequestValidator(twilio_fake.auth_token).compute_signature(url, form, algorithm="HMAC_SHA256")
     response = client.post(PATH, data=form, headers={
         "X-Twilio-Signature": signature,
-        "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_x,algorithm=HMAC_SHA256",
+        "X-Twilio-Webhooks-Signature-Settings": "algorithm=HMAC_SHA256",
     })
     assert response.status_code == 200
+    sha1 = client.post(PATH, data=dict(form, MessageSid="SM" + "3" * 32), headers={
+        "X-Twilio-Signature": signature,  # a SHA-256 signature does not pass as SHA-1
+    })
+    assert sha1.status_code == 403
 
 
 @pytest.mark.parametrize(
