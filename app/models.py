@@ -5,7 +5,9 @@ keep a migration in step with every change here. All timestamps are naive UTC.
 
 Life of an inbound message (``Message.status``):
 ``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
-``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (a human handoff is open).
+``answered`` | ``failed`` (reason in ``error``) | ``waiting_human`` (a human handoff is open; it
+becomes ``answered`` when an operator replies, ``unanswered`` when the handoff ends without one).
+``ignored`` is kept for rows written before human takeover existed.
 Outbound rows: ``sending`` -> ``queued``/``sent`` (Twilio accepted it) -> ``delivered``/``read``
 or ``failed``/``undelivered`` (status callback, with ``error_code``).
 """
@@ -25,6 +27,7 @@ class Base(DeclarativeBase):
 
 # Inbound statuses
 RECEIVED, PROCESSING, ANSWERED, FAILED, IGNORED = "received", "processing", "answered", "failed", "ignored"
+WAITING_HUMAN, UNANSWERED = "waiting_human", "unanswered"
 # Outbound statuses that mean "Twilio has it": never send that part again.
 SENDING = "sending"
 ACCEPTED_STATUSES = {"accepted", "queued", "sending_provider", "sent", "delivered", "read", "scheduled", "receiving", "received"}
@@ -32,6 +35,9 @@ FAILED_DELIVERY_STATUSES = {"failed", "undelivered"}
 
 # Turn statuses
 TURN_PROCESSING, TURN_WAITING_RETRY, TURN_ANSWERED, TURN_FAILED = "processing", "waiting_retry", "answered", "failed"
+# A message from the team (an operator's reply, a handoff notice): a turn only so that its parts
+# go through the outbox like the bot's (rows per part, exactly once); the inbox never runs it.
+TURN_TEAM = "team"
 
 
 class User(Base):
@@ -110,6 +116,8 @@ class Message(Base):
     # Outbound only: position of this part in the turn's reply, for idempotent re-sends.
     part_index: Mapped[int | None] = mapped_column(Integer)
     timings: Mapped[dict | None] = mapped_column(JSON)
+    # Outbound only: the operator who wrote this message (None: the bot).
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow, nullable=False)
 
@@ -148,6 +156,14 @@ class Handoff(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_by: Mapped[str | None] = mapped_column(String(64))
+    # Who opened it: model | offline | operator | api; and the operator who took it over or
+    # answered first ("mine" in the inbox).
+    source: Mapped[str | None] = mapped_column(String(16))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    # The first operator answer, and the deadline for it (HANDOFF_TIMEOUT_HOURS after the
+    # team's next opening); past it with no answer, the user is told and the bot resumes.
+    answered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    answer_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     @classmethod
     def is_open(cls, now: dt.datetime):
@@ -241,3 +257,38 @@ class LoginAttempt(Base):
         Index("ix_login_attempts_key_created", "key", "created_at"),
         Index("ix_login_attempts_created", "created_at"),
     )
+
+
+class Notification(Base):
+    """One team notification of a handoff (webhook or one WhatsApp number), retried until sent.
+
+    ``text`` never holds a full phone number; ``target`` is ``webhook`` or the team member's
+    ``whatsapp:+E164`` (the team's own number, not the user's).
+    """
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), nullable=False, index=True)
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)  # webhook | whatsapp
+    target: Mapped[str] = mapped_column(String(64), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_sid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_notifications_status_next", "status", "next_attempt_at"),)
+
+
+class ConversationRead(Base):
+    """When an operator last opened a conversation: newer inbound messages are "unread" for them."""
+
+    __tablename__ = "conversation_reads"
+
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    read_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)

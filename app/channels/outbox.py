@@ -4,7 +4,8 @@ Sending is idempotent per turn: each part has a fixed index, its row is written
 (``sending``) before the provider call and updated with the provider's SID after it, and
 a part already accepted by the provider is never sent again when a turn is retried.
 Index ranges keep the kinds of part apart: the reply 0-99, the text fallback of a voice
-reply 100-199, the holding message 1000, the apology 1001.
+reply 100-199, the holding message 1000, the apology 1001. A team turn (an operator's
+reply, app/assistant/handoff.py) uses 0-49 for its text and 50 for its media.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from app.channels import channel_for
 from app.channels.twilio.outbound import split_message
 from app.clients.twilio_client import TwilioSendError
-from app.models import ACCEPTED_STATUSES, SENDING, Message, Turn, User
+from app.models import ACCEPTED_STATUSES, SENDING, TURN_TEAM, Message, Turn, User
 from app.turn import OutboundPart, PermanentTurnError, RetryableTurnError, UserSnapshot
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,14 @@ def text_parts(text: str, limit: int, first_index: int) -> list[OutboundPart]:
 
 
 def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart],
-            spoken_text: str | None = None) -> None:
-    """Send ``parts`` in order, skipping any the provider already accepted for this turn."""
+            spoken_text: str | None = None, operator_id: int | None = None) -> None:
+    """Send ``parts`` in order, skipping any the provider already accepted for this turn.
+
+    ``operator_id``: the operator who wrote these parts (team turns); None for the bot.
+    """
     channel = channel_for(services, user)
     for part in parts:
-        row_id = _claim_part(services, turn_id, user, part, channel.name, spoken_text)
+        row_id = _claim_part(services, turn_id, user, part, channel.name, spoken_text, operator_id)
         if row_id is None:
             continue
         try:
@@ -49,7 +53,7 @@ def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart
         _finish_part(services, row_id, status=sent.status, sid=sent.sid)
 
 
-def _claim_part(services, turn_id, user, part, channel_name, spoken_text) -> int | None:
+def _claim_part(services, turn_id, user, part, channel_name, spoken_text, operator_id=None) -> int | None:
     """Write (or reuse) the part's row as ``sending``; None when it was already accepted."""
     with services.db.session() as session:
         row = session.scalar(
@@ -64,7 +68,7 @@ def _claim_part(services, turn_id, user, part, channel_name, spoken_text) -> int
                 user_id=user.id, turn_id=turn_id, direction="out", channel=channel_name,
                 kind=part.kind, part_index=part.index,
                 body=part.body if part.kind == "text" else spoken_text,
-                media_url=part.media_url, media_type=part.media_type, status=SENDING,
+                media_url=part.media_url, media_type=part.media_type, status=SENDING, operator_id=operator_id,
             )
             session.add(row)
         else:
@@ -89,7 +93,8 @@ def send_text_fallback(services, turn_id: int) -> None:
     with services.db.session() as session:
         turn = session.get(Turn, turn_id)
         user = session.get(User, turn.user_id)
-        text = turn.reply_text
+        # A team turn's text went out as its own parts already; only the bot's voice has a text twin.
+        text = turn.reply_text if turn.status != TURN_TEAM else None
         snapshot = UserSnapshot.of(user)
     if not text:
         return
