@@ -22,7 +22,7 @@ from flask import current_app, jsonify, render_template, request
 import app as app_package
 from app.redaction import mask_phone, redact
 from app.services import current_services
-from app.web.auth import json_endpoint, public
+from app.web.auth import admin_only, json_endpoint, public
 from app.web.dashboard.blueprint import bp
 
 STATES = ("configured", "healthy", "degraded", "offline")
@@ -207,6 +207,7 @@ def config_summary(settings) -> dict:
 
 @bp.get("/system/advanced-status")
 @json_endpoint
+@admin_only
 def advanced_status():
     services = current_services()
     try:
@@ -229,6 +230,7 @@ def advanced_status():
 
 @bp.get("/system/realtime-status")
 @json_endpoint
+@admin_only
 def realtime_status():
     settings = current_services().settings
     return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
@@ -237,5 +239,6 @@ def realtime_status():
 
 @bp.post("/test/realtime-audio")
 @json_endpoint
+@admin_only
 def realtime_audio_test():
     return jsonify(available=False, error="not available yet", reason=REALTIME_REASON), 503
