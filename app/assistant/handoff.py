@@ -36,16 +36,7 @@ from app.channels import channel_for
 from app.channels.outbox import deliver, text_parts
 from app.db import utcnow
 from app.localtime import to_local
-from app.models import (
-    ANSWERED,
-    TURN_TEAM,
-    UNANSWERED,
-    WAITING_HUMAN,
-    Handoff,
-    Message,
-    Turn,
-    User,
-)
+from app.models import ANSWERED, TURN_TEAM, UNANSWERED, WAITING_HUMAN, Handoff, Message, Turn, User
 from app.operators import audit
 from app.operators.accounts import Account
 from app.turn import OutboundPart, PermanentTurnError, RetryableTurnError, UserSnapshot

@@ -20,6 +20,8 @@ from app.web import auth
 TWILIO_ONLY_BLUEPRINTS = frozenset({"webhook"})
 # Authenticated by Authorization: Bearer only (never by the session cookie): CSRF cannot apply.
 BEARER_BLUEPRINTS = frozenset({"api"})
+# Forms that carry a file meant for WhatsApp (checked before CSRF reads the body).
+MEDIA_UPLOAD_ENDPOINTS = frozenset({"dashboard.reply"})
 SESSION_LIFETIME = dt.timedelta(hours=12)
 
 
@@ -58,6 +60,9 @@ def init_security(app, settings) -> None:
             return None
         if request.blueprint in TWILIO_ONLY_BLUEPRINTS or request.blueprint in BEARER_BLUEPRINTS:
             return None
+        if request.endpoint in MEDIA_UPLOAD_ENDPOINTS:
+            # An operator's audio or file for WhatsApp: up to MAX_MEDIA_BYTES, not the form limit.
+            request.max_content_length = settings.max_media_bytes + 64 * 1024
         csrf.protect()
         return None
 
