@@ -422,7 +422,10 @@ def test_a_refused_operator_reply_is_kept_and_resent_once(make_app, twilio_fake)
     assert not result.delivered and result.error
     with services.db.session() as s:
         assert s.scalar(select(Message.status).where(Message.turn_id == result.turn_id)) == "failed"
+    browser = agent_client(app)
+    assert "Reenviar o que falhou" in browser.get(f"/conversations/{user_id}").get_data(as_text=True)
     again = handoffs.retry_team_turn(services, result.turn_id, maria)
+    assert "Reenviar o que falhou" not in browser.get(f"/conversations/{user_id}").get_data(as_text=True)
     assert again.delivered and twilio_fake.send_counts(to=ANA, body="Oi, tudo bem?") == 1
     assert handoffs.retry_team_turn(services, result.turn_id, maria).delivered  # nothing left to send
     assert twilio_fake.send_counts(to=ANA, body="Oi, tudo bem?") == 1  # exactly once
@@ -438,3 +441,43 @@ def test_logout_and_disable_end_sessions(make_app):
     again = agent_client(app)
     accounts.disable(svc(app).db, "maria")
     assert again.get("/conversations.json").status_code == 401
+
+
+def test_an_admin_manages_operators_and_tokens_from_the_dashboard(make_app):
+    app = make_app(start_workers=False, dashboard_password="senha-do-admin-1")
+    admin = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', admin.get("/login").get_data(as_text=True)).group(1)
+    assert admin.post("/login", data={"password": "senha-do-admin-1", "csrf_token": token}).status_code == 302
+    token = csrf(admin, "/operators")
+    assert admin.post("/operators", data={"name": "Joana", "role": "agent", "password": "curta",
+                                          "csrf_token": token}).status_code == 400
+    assert admin.post("/operators", data={"name": "Joana", "role": "agent", "password": "senha-longa-123",
+                                          "csrf_token": token}).status_code == 302
+    issued = admin.post("/operators/joana/tokens", data={"csrf_token": token}).get_data(as_text=True)
+    api_token = re.search(r"(edt_[A-Za-z0-9_-]{43})", issued).group(1)
+    api = app.test_client()
+    assert api.get("/api/v1/conversations", headers={"Authorization": f"Bearer {api_token}"}).status_code == 200
+    assert api_token not in admin.get("/operators").get_data(as_text=True)  # shown once
+    token_id = tokens_of(app, "joana")[0].id
+    admin.post(f"/operators/joana/tokens/{token_id}/revoke", data={"csrf_token": token})
+    assert api.get("/api/v1/conversations", headers={"Authorization": f"Bearer {api_token}"}).status_code == 401
+    joana = agent_client_with(app, "joana", "senha-longa-123")
+    assert joana.get("/operators").status_code == 403
+    admin.post("/operators/joana/disable", data={"csrf_token": token})
+    assert joana.get("/conversations.json").status_code == 401
+    with svc(app).db.session() as s:
+        actions = [a.action for a in s.scalars(select(OperatorAction).where(OperatorAction.operator_name == "admin"))]
+    assert {"operator_create", "token_issue", "token_revoke", "operator_disable"} <= set(actions)
+
+
+def tokens_of(app, name):
+    from app.operators import tokens
+
+    return tokens.list_tokens(svc(app).db, name)
+
+
+def agent_client_with(app, name, password):
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
+    assert client.post("/login", data={"name": name, "password": password, "csrf_token": token}).status_code == 302
+    return client

@@ -109,8 +109,7 @@ def run_turn(services, turn_id: int) -> None:
         silent = handoff_open(session, ctx.user.id)
     if silent:
         # The team answers these (app/assistant/handoff.py); the inbox shows how long they wait.
-        outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=WAITING_HUMAN,
-                        reason="handoff open: waiting for a person from the team")
+        outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=WAITING_HUMAN)
         return
     ctx.tmpdir = Path(tempfile.mkdtemp(prefix=f"turn{turn_id}-"))
     try:

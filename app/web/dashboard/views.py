@@ -154,6 +154,9 @@ def transcript(user_id: int):
         authors = dict(session.execute(select(Operator.id, Operator.name).where(Operator.id.in_(author_ids))).all()
                        ) if author_ids else {}
         notifications = team_notify.for_handoffs(session, [h.id for h in handoffs])
+    # Team turns with a part the provider did not take: the transcript offers to resend them.
+    failed_team_turns = {m.turn_id for m in messages if m.direction == "out" and m.turn_id in turns
+                         and turns[m.turn_id].status == TURN_TEAM and m.status in ("failed", "sending")}
     actions = audit.recent(current_services().db, limit=30, user_id=user_id)
     operator = current_operator()
     mark_read(current_services().db, operator.id, user_id)
@@ -172,7 +175,7 @@ def transcript(user_id: int):
     waited = waited_label(int((now - waiting[0].created_at).total_seconds())) if waiting else ""
     return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
                            oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
-                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, turn_team=TURN_TEAM,
+                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
                            open_handoff=open_handoff, authors=authors, actions=actions,
                            notifications=notifications, waited=waited, now=now,
                            accept=",".join(sorted(CONTENT_TYPES_BY_SUFFIX)))
