@@ -39,6 +39,7 @@ class Receiver:
     def __init__(self):
         self.posts: list[dict] = []
         self.fail_next = 0
+        self.redirect_to: str | None = None
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}/hooks/team"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -51,6 +52,8 @@ class Receiver:
         if self.fail_next:
             self.fail_next -= 1
             return Response("boom", status=500)
+        if self.redirect_to:
+            return Response("", status=307, headers={"Location": self.redirect_to})
         return Response("ok")
 
     def close(self):
@@ -481,3 +484,34 @@ def agent_client_with(app, name, password):
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
     assert client.post("/login", data={"name": name, "password": password, "csrf_token": token}).status_code == 302
     return client
+
+
+def test_the_webhook_goes_only_to_the_configured_url(make_app, twilio_fake):
+    target, elsewhere = Receiver(), Receiver()
+    try:
+        target.redirect_to = elsewhere.url  # a receiver that tries to bounce our message on
+        app = make_app(start_workers=False, business_hours="always", handoff_notify_webhook_url=target.url)
+        services = svc(app)
+        with services.db.session() as s:
+            s.add(User(phone="+5511999990001"))
+        handoffs.open_handoff(services, user_id_of(app), "quer um humano", source="model")
+        assert len(target.posts) == 1 and elsewhere.posts == []
+        with services.db.session() as s:
+            row = s.scalar(select(Notification))
+            assert row.status == "pending" and "HTTP 307" in row.last_error and target.url not in row.last_error
+    finally:
+        target.close()
+        elsewhere.close()
+
+
+def test_hourly_maintenance_prunes_old_login_attempts(make_app):
+    from app.inbox import maintenance
+    from app.models import LoginAttempt
+
+    app = make_app(start_workers=False)
+    with svc(app).db.session() as s:
+        s.add_all([LoginAttempt(key="ip:1.2.3.4", succeeded=False, created_at=utcnow() - dt.timedelta(days=2)),
+                   LoginAttempt(key="ip:1.2.3.4", succeeded=False, created_at=utcnow())])
+    maintenance.hourly(svc(app))
+    with svc(app).db.session() as s:
+        assert len(s.scalars(select(LoginAttempt)).all()) == 1

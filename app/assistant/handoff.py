@@ -115,11 +115,13 @@ def open_handoff(services, user_id: int, reason: str, *, source: str, operator: 
     reason = " ".join((reason or "").split())[:500] or "atendimento humano"
     created_notifications: list[int] = []
     with services.db.session() as session:
-        if session.get(User, user_id) is None:
+        # The user's row is the lock (PostgreSQL): the model and an operator opening at the same
+        # moment make one handoff. SQLite serialises writers anyway.
+        if session.scalar(select(User.id).where(User.id == user_id).with_for_update()) is None:
             raise HandoffError("Contato não encontrado.")
         handoff = session.scalar(
             select(Handoff).where(Handoff.user_id == user_id, Handoff.is_open(now))
-            .order_by(Handoff.id.desc()).limit(1).with_for_update()
+            .order_by(Handoff.id.desc()).limit(1)
         )
         already_open = handoff is not None
         if handoff is None:

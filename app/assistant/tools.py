@@ -59,6 +59,8 @@ class ToolContext:
     user: UserSnapshot
     turn_id: int | None = None
     handoff_opened: bool = False
+    # The honest "what happens next" of the handoff this turn opened (app/assistant/handoff.py).
+    handoff_message: str | None = None
 
     @classmethod
     def for_turn(cls, ctx) -> "ToolContext":
@@ -273,6 +275,7 @@ def request_human_handoff(tc: ToolContext, args: dict) -> dict:
     source = "offline" if tc.settings.offline else "model"
     info = open_handoff(tc.services, tc.user.id, reason, source=source)
     tc.handoff_opened = True
+    tc.handoff_message = info.user_message
     return {
         "ok": True, "handoff_id": info.id, "already_open": info.already_open,
         "expires_at": to_local(info.expires_at).isoformat(timespec="minutes") if info.expires_at else None,
