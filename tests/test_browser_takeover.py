@@ -1,6 +1,7 @@
 """Human takeover in a real headless Chromium (same set-up as tests/test_browser.py): an agent
 logs in with their own account, sees a conversation that starts waiting for a person appear
-in the inbox without reloading, replies from the transcript and closes the handoff — at
+in the inbox without reloading, replies from the transcript, sees the answer arrive there by
+itself, and closes the handoff — at
 desktop width and at 390 px (a phone), where the cards and the buttons must stay on screen.
 """
 from __future__ import annotations
@@ -76,6 +77,10 @@ def test_an_agent_sees_the_waiting_conversation_replies_and_closes(browser, live
         assert twilio_fake.send_counts(to=ANA, body=reply) == 1
         _fits(page, width)
         page.screenshot(path=str(_artifact(f"transcript-{width}")), full_page=True)
+
+        # The person answers: the transcript shows it by itself (no reload by the test).
+        _say(live_app, twilio_fake, "Obrigada, Maria!")
+        page.wait_for_selector('.bubble.in:has-text("Obrigada, Maria!") >> text=aguardando a equipe')
 
         close = page.locator("#close-handoff")
         close.scroll_into_view_if_needed()

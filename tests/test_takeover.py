@@ -340,6 +340,7 @@ def test_a_failing_webhook_is_retried_and_visible(make_app, twilio_fake, receive
     maria = agent_client(app)
     page = maria.get(f"/conversations/{user_id}").get_data(as_text=True)
     assert "Avisos à equipe" in page and "HTTP 500" in page and "tentar de novo" in page
+    assert "aviso à equipe" in maria.get("/handoffs").get_data(as_text=True)  # also on the handoffs page
     # The recovery sweep sends it once it is due.
     assert team_notify.send_due(services) == 0  # not due yet
     assert handoffs.sweep(services, now=utcnow() + dt.timedelta(minutes=5))["notifications"] == 1

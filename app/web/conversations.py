@@ -180,6 +180,16 @@ def messages_of(db, user_id: int, limit: int = 200) -> list[dict]:
     } for m in rows]
 
 
+def fingerprint(db, user_id: int) -> str:
+    """Changes whenever the transcript would: messages added or updated, handoffs opened or closed."""
+    with db.session() as session:
+        last_id, last_update = session.execute(
+            select(func.max(Message.id), func.max(Message.updated_at)).where(Message.user_id == user_id)).one()
+        handoff_id, handoff_closed = session.execute(
+            select(func.max(Handoff.id), func.max(Handoff.closed_at)).where(Handoff.user_id == user_id)).one()
+    return f"{last_id}|{iso(last_update)}|{handoff_id}|{iso(handoff_closed)}"
+
+
 def mark_read(db, operator_id: int, user_id: int, now: dt.datetime | None = None) -> None:
     now = now or utcnow()
     try:

@@ -65,6 +65,14 @@ def conversations_json():
                    now=conversations.iso(utcnow()))
 
 
+@bp.get("/conversations/<int:user_id>/state.json")
+@json_endpoint
+def conversation_state(user_id: int):
+    """A fingerprint of the conversation; the transcript page (static/js/transcript.js) refreshes
+    itself when it changes: a new message, a delivery status, the handoff opened or closed."""
+    return jsonify(state=conversations.fingerprint(current_services().db, user_id))
+
+
 def _back(user_id: int):
     return redirect(url_for("dashboard.transcript", user_id=user_id) + "#reply")
 

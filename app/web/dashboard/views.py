@@ -33,7 +33,7 @@ from app.operators import audit
 from app.redaction import redact
 from app.services import current_services
 from app.web.auth import current_operator, json_endpoint, safe_next
-from app.web.conversations import mark_read, waited_label
+from app.web.conversations import fingerprint, mark_read, waited_label
 from app.web.dashboard.blueprint import bp
 from app.web.dashboard.stats import STAGES, compute_stats
 
@@ -178,6 +178,7 @@ def transcript(user_id: int):
                            stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
                            open_handoff=open_handoff, authors=authors, actions=actions,
                            notifications=notifications, waited=waited, now=now,
+                           state=fingerprint(current_services().db, user_id),
                            accept=",".join(sorted(CONTENT_TYPES_BY_SUFFIX)))
 
 
@@ -231,8 +232,9 @@ def handoffs():
             .offset((page - 1) * LEADS_PAGE).limit(LEADS_PAGE)
         ).all()
         counts = dict(session.execute(select(Handoff.status, func.count()).group_by(Handoff.status)).all())
+        notifications = team_notify.for_handoffs(session, [h.id for h, _ in rows])
     return render_template("handoffs.html", rows=rows, status=status, page=page, pages=pages, total=total,
-                           counts=counts, now=utcnow())
+                           counts=counts, now=utcnow(), notifications=notifications)
 
 
 @bp.post("/handoffs/<int:handoff_id>/close")
