@@ -408,10 +408,18 @@ def test_an_operator_sends_a_voice_note_and_a_long_text(make_app, twilio_fake):
     with services.db.session() as s:
         kinds = [m.kind for m in s.scalars(select(Message).where(Message.direction == "out").order_by(Message.id))]
     assert kinds == ["text", "text", "audio"]
+    # Files above the form limit (256 KB) but within WhatsApp's are taken.
+    big = maria.post(f"/conversations/{user_id}/reply", content_type="multipart/form-data",
+                     data={"csrf_token": token, "file": (io.BytesIO(b"%PDF-1.4\n" + b"0" * 600_000), "proposta.pdf",
+                                                         "application/pdf")})
+    assert big.status_code == 302 and len(sent_to(twilio_fake)) == 4
+    with services.db.session() as s:
+        assert s.scalars(select(Message.kind).where(Message.direction == "out").order_by(Message.id.desc())).first() \
+            == "document"
     # A file type WhatsApp would not take is refused politely, nothing sent.
     bad = maria.post(f"/conversations/{user_id}/reply", content_type="multipart/form-data", follow_redirects=True,
                      data={"csrf_token": token, "file": (io.BytesIO(b"MZ..."), "virus.exe", "application/octet-stream")})
-    assert "Tipo de arquivo não aceito" in bad.get_data(as_text=True) and len(sent_to(twilio_fake)) == 3
+    assert "Tipo de arquivo não aceito" in bad.get_data(as_text=True) and len(sent_to(twilio_fake)) == 4
 
 
 def test_a_refused_operator_reply_is_kept_and_resent_once(make_app, twilio_fake):

@@ -149,11 +149,16 @@ def open_handoff(services, user_id: int, reason: str, *, source: str, operator: 
 
 
 def _in_background(services, fn, *args) -> None:
+    """Off the user's turn (the inbox's executor); the rows are durable, so a refusal here only
+    means the recovery sweep sends them instead."""
     inbox = getattr(services, "inbox", None)
-    if inbox is not None:
-        inbox.submit(fn, *args)
-    else:
-        fn(*args)
+    try:
+        if inbox is not None:
+            inbox.submit(fn, *args)
+        else:
+            fn(*args)
+    except RuntimeError:  # the executor is shutting down
+        log.info("notifications left to the recovery sweep (executor stopped)")
 
 
 def open_handoff_of(session, user_id: int, now: dt.datetime | None = None) -> Handoff | None:
