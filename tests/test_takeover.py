@@ -524,3 +524,21 @@ def test_hourly_maintenance_prunes_old_login_attempts(make_app):
     maintenance.hourly(svc(app))
     with svc(app).db.session() as s:
         assert len(s.scalars(select(LoginAttempt)).all()) == 1
+
+
+def test_an_operator_changes_their_password_and_their_other_sessions_end(make_app):
+    app = make_app(start_workers=False, dashboard_password="senha-do-admin-1")
+    here, there = agent_client(app), agent_client(app)
+    token = csrf(here, "/account")
+    wrong = here.post("/account/password", data={"current": "errada", "new": "nova-senha-123", "again": "nova-senha-123",
+                                                 "csrf_token": token})
+    assert wrong.status_code == 400 and "não confere" in wrong.get_data(as_text=True)
+    mismatch = here.post("/account/password", data={"current": AGENT_PASSWORD, "new": "nova-senha-123",
+                                                    "again": "outra-senha-123", "csrf_token": token})
+    assert mismatch.status_code == 400
+    done = here.post("/account/password", data={"current": AGENT_PASSWORD, "new": "nova-senha-123",
+                                                "again": "nova-senha-123", "csrf_token": token})
+    assert done.status_code == 302
+    assert here.get("/conversations.json").status_code == 200  # this session goes on
+    assert there.get("/conversations.json").status_code == 401  # the other one ended
+    assert accounts.verify_login(svc(app).db, "maria", "nova-senha-123") is not None
