@@ -52,6 +52,10 @@ def create_app(config=None) -> Flask:
 
     db = Database(settings.database_url)
     db.migrate()
+    from app.operators import bootstrap_admin
+
+    # DASHBOARD_PASSWORD is the bootstrap operator "admin" (docs/OPERATORS.md).
+    bootstrap_admin(db, settings)
     services = Services(settings=settings, db=db, started_at=time.time())
     services.inbox = Inbox(services)
     app.extensions["endrigo"] = services

@@ -100,7 +100,7 @@ def answer_turn(ctx: TurnContext) -> str:
         request = build_request(ctx, persona, items, allow_tools=not last_call, seconds_left=seconds_left)
         response = _call_model(ctx, tool_ctx, request)
         if response is None:  # failed after a handoff was opened: the user must still hear it
-            return FALLBACK_HANDOFF
+            return handoff_reply(tool_ctx)
         calls = [item for item in response.output if getattr(item, "type", None) == "function_call"]
         if not calls or last_call:
             break
@@ -262,7 +262,14 @@ def _refused(response) -> bool:
 
 def _fallback(tool_ctx: ToolContext, text: str) -> str:
     """Once a handoff is open the user must hear that a person will continue, whatever else failed."""
-    return FALLBACK_HANDOFF if tool_ctx.handoff_opened else text
+    return handoff_reply(tool_ctx) if tool_ctx.handoff_opened else text
+
+
+def handoff_reply(tool_ctx: ToolContext) -> str:
+    """What the user hears about an open handoff when the model could not say it: the honest
+    sentence the handoff gave (BUSINESS_HOURS), else the generic one."""
+    message = getattr(tool_ctx, "handoff_message", None)
+    return f"Certo! {message}" if message else FALLBACK_HANDOFF
 
 
 def _count_usage(ctx: TurnContext, response) -> None:

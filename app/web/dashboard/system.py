@@ -23,7 +23,7 @@ from flask import current_app, jsonify, render_template, request
 from app.config import VERSION
 from app.redaction import mask_phone, redact
 from app.services import current_services
-from app.web.auth import json_endpoint, public
+from app.web.auth import admin_only, json_endpoint, public
 from app.web.dashboard.blueprint import bp
 
 STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}
@@ -215,6 +215,7 @@ def _storage_status(services) -> dict:
 
 @bp.get("/system/advanced-status")
 @json_endpoint
+@admin_only
 def advanced_status():
     services = current_services()
     try:
@@ -238,6 +239,7 @@ def advanced_status():
 
 @bp.get("/system/realtime-status")
 @json_endpoint
+@admin_only
 def realtime_status():
     settings = current_services().settings
     return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
@@ -246,5 +248,6 @@ def realtime_status():
 
 @bp.post("/test/realtime-audio")
 @json_endpoint
+@admin_only
 def realtime_audio_test():
     return jsonify(available=False, error="not available yet", reason=REALTIME_REASON), 503
