@@ -512,7 +512,7 @@ def test_simulator_text_goes_through_the_pipeline_offline(make_app):
     messages = poll_until_reply(client)
     assert messages[0]["direction"] == "in" and messages[0]["body"] == "Quais serviços vocês oferecem?"
     reply = next(m for m in messages if m["direction"] == "out")
-    assert "modo offline" in reply["body"] and reply["status"] == "delivered"
+    assert "• Tráfego pago" in reply["body"] and reply["status"] == "delivered"
     # Nothing went to Twilio, and the conversation is a simulator user.
     with services(app).db.session() as s:
         user = s.scalar(select(User).where(User.id == response.get_json()["user_id"]))
