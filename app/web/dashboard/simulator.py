@@ -21,6 +21,7 @@ from app.models import PROCESSING, RECEIVED, Message, User
 from app.services import current_services
 from app.web.auth import json_endpoint
 from app.web.dashboard.blueprint import bp
+from app.web.dashboard.formatting import whatsapp_html
 from app.web.dashboard.views import playable_audio_url
 
 SESSION_KEY = "sim_key"
@@ -72,6 +73,8 @@ def _message_json(message: Message) -> dict:
         "direction": message.direction,
         "kind": message.kind,
         "body": message.body,
+        # Escaped first, then WhatsApp's markers as tags (formatting.py): the page may insert it as HTML.
+        "body_html": str(whatsapp_html(message.body)),
         "transcription": message.transcription,
         "audio_url": playable_audio_url(message),
         "status": message.status,
