@@ -1,6 +1,7 @@
 """Dashboard pages with personal data (login required): stats, conversations, leads, handoffs.
 
 - ``/stats`` (HTML, or JSON when asked with ``Accept: application/json``) and ``/stats.json``;
+  simulator traffic is counted unless ``?simulator=0``;
 - ``/conversations``: users with masked phone numbers, search by name or last digits, pages;
 - ``/conversations/<id>``: one user's transcript, both sides in order, audio players,
   transcriptions, stage timings, delivery status; failed turns can be retried (POST);
@@ -52,9 +53,14 @@ def _page_arg() -> int:
 
 # ---- stats ---------------------------------------------------------------------------------
 
+def _include_simulator() -> bool:
+    """``?simulator=0`` hides the simulator's traffic from every figure; shown by default."""
+    return request.args.get("simulator", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 @bp.get("/stats")
 def stats():
-    data = compute_stats(current_services().db)
+    data = compute_stats(current_services().db, include_simulator=_include_simulator())
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         return jsonify(data)
     return render_template("stats.html", stats=data, stages=STAGES)
@@ -63,7 +69,7 @@ def stats():
 @bp.get("/stats.json")
 @json_endpoint
 def stats_json():
-    return jsonify(compute_stats(current_services().db))
+    return jsonify(compute_stats(current_services().db, include_simulator=_include_simulator()))
 
 
 # ---- audio URLs --------------------------------------------------------------------------------
