@@ -1,6 +1,7 @@
 """Dashboard pages with personal data (login required): stats, conversations, leads, handoffs.
 
 - ``/stats`` (HTML, or JSON when asked with ``Accept: application/json``) and ``/stats.json``;
+  simulator traffic is counted unless ``?simulator=0``;
 - ``/conversations/<id>``: one user's transcript, both sides in order, audio players,
   transcriptions, stage timings, delivery status, the team's messages with their author,
   the reply box and takeover/close buttons (app/web/dashboard/inbox.py handles their
@@ -56,9 +57,14 @@ def _page_arg() -> int:
 
 # ---- stats ---------------------------------------------------------------------------------
 
+def _include_simulator() -> bool:
+    """``?simulator=0`` hides the simulator's traffic from every figure; shown by default."""
+    return request.args.get("simulator", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 @bp.get("/stats")
 def stats():
-    data = compute_stats(current_services().db)
+    data = compute_stats(current_services().db, include_simulator=_include_simulator())
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         return jsonify(data)
     return render_template("stats.html", stats=data, stages=STAGES)
@@ -67,7 +73,7 @@ def stats():
 @bp.get("/stats.json")
 @json_endpoint
 def stats_json():
-    return jsonify(compute_stats(current_services().db))
+    return jsonify(compute_stats(current_services().db, include_simulator=_include_simulator()))
 
 
 # ---- audio URLs --------------------------------------------------------------------------------
