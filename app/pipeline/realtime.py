@@ -68,11 +68,12 @@ VOICE_CONTEXT = ("(conversa por voz: ainda não há trechos da base de conhecime
 
 
 def eligible(ctx: TurnContext) -> bool:
-    """Whether the turn takes the realtime path: only voice notes that came in on the realtime webhook."""
+    """Whether the turn takes the realtime path: only voice notes (no typed text, not even a caption)
+    that all came in on the realtime webhook, nothing decided yet, and no fallback before."""
     if ctx.services.realtime is None or ctx.decided or ctx.answer_text is not None or not ctx.items:
         return False
-    if not all(item.kind == "audio" and item.media_url and item.extra.get("path") == REALTIME_PATH
-               for item in ctx.items):
+    if not all(item.kind == "audio" and item.media_url and not (item.body or "").strip()
+               and item.extra.get("path") == REALTIME_PATH for item in ctx.items):
         return False
     return not fell_back_before(ctx.services.db, ctx.turn_id)
 
