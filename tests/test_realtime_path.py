@@ -369,3 +369,71 @@ def test_v2_is_a_deprecated_alias_logged_once_per_start(rt_app, twilio_fake, cap
         assert len(rows) == 3 and all(not (r.extra or {}).get("path") for r in rows)
     assert "Deprecation" not in post_signed(client, "/webhook/whatsapp", twilio_fake.inbound_form(),
                                             twilio_fake.auth_token).headers
+
+
+# ---- operators: /system/realtime-status, /test/realtime-audio, the live card ------------------------
+
+PASSWORD = "painel-secreto-123"
+
+
+def operator(app):
+    from tests.test_dashboard import logged_in_token, login
+
+    client = app.test_client()
+    login(client, PASSWORD)
+    return client, logged_in_token(client)
+
+
+def test_realtime_status_counts_todays_sessions_fallbacks_and_latency(rt_app, twilio_fake, realtime_fake):
+    app = rt_app(dashboard_password=PASSWORD)
+    anonymous = app.test_client()
+    assert anonymous.get("/system/realtime-status").status_code == 401
+    assert anonymous.post("/test/realtime-audio").status_code in (400, 401, 403)
+    for number, fault in enumerate((None, None, "error_event")):
+        realtime_fake.fault = fault
+        post_note(app, twilio_fake, audio_samples.speech_like_ogg(2.0), From=f"whatsapp:+551199999000{number + 2}")
+        settle(app, count=number + 1)
+
+    client, _token = operator(app)
+    status = client.get("/system/realtime-status").get_json()
+    assert status["configured"] is True and status["model"] == "gpt-realtime-2" and status["voice"] == "marin"
+    assert status["sessions_today"] == 3 and status["successes"] == 2 and status["fallbacks"] == 1
+    assert status["fallbacks_by_reason"] == {"error_event": 1}
+    with app.extensions["endrigo"].db.session() as db:
+        latencies = sorted(r.latency_ms for r in db.scalars(select(RealtimeSession))
+                           if r.outcome == "answered")
+    assert status["latency_ms"] == {"p50": latencies[0], "p95": latencies[1]} and latencies[0] > 0
+    assert status["last_error"]["reason"] == "error_event" and "server had an error" in status["last_error"]["message"]
+    assert openai_key_absent(app, status)
+
+
+def openai_key_absent(app, payload) -> bool:
+    return app.extensions["endrigo"].settings.openai_api_key not in str(payload)
+
+
+def test_the_realtime_test_runs_a_generated_phrase_through_a_real_session(rt_app, realtime_fake, twilio_fake):
+    app = rt_app(dashboard_password=PASSWORD, start_workers=False)
+    client, token = operator(app)
+    response = client.post("/test/realtime-audio", headers={"X-CSRFToken": token})
+    body = response.get_json()
+    assert response.status_code == 200 and body["ok"] is True, body
+    assert body["output_seconds"] == pytest.approx(realtime_fake.answer_seconds, abs=0.001)
+    assert body["transcript"] == realtime_fake.output_text
+    assert realtime_fake.committed_seconds and 1.0 < realtime_fake.committed_seconds[-1] <= 2.0
+    assert twilio_fake.sent == []  # a diagnostic: nobody is messaged
+    realtime_fake.fault = "handshake_500"
+    failed = client.post("/test/realtime-audio", headers={"X-CSRFToken": token})
+    assert failed.status_code == 502 and failed.get_json()["error"] == "connect"
+
+
+def test_the_status_page_card_is_live_for_operators_only(rt_app):
+    app = rt_app(dashboard_password=PASSWORD, start_workers=False)
+    public = app.test_client().get("/").get_data(as_text=True)
+    assert 'data-component="realtime" data-state="configured"' in public
+    assert "realtime.js" not in public and 'id="realtime-live"' not in public
+    client, _ = operator(app)
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="realtime-live" data-url="/system/realtime-status"' in page
+    assert '<script src="/static/js/realtime.js">' in page and "/webhook/whatsapp/realtime" in page
+    script = client.get("/static/js/realtime.js")
+    assert script.status_code == 200 and b"setInterval(poll" in script.data
