@@ -156,6 +156,26 @@ def test_the_next_realtime_turn_carries_the_history_from_our_database(rt_app, tw
     assert len([m for m in replies(twilio_fake) if m["media_url"]]) == 2
 
 
+def test_two_voice_notes_in_one_turn_make_one_session_and_one_reply(rt_app, twilio_fake, realtime_fake, tmp_path):
+    app = rt_app(coalesce_window_seconds=1.0)
+    first, second = padded_note(0.5, 2.0, 0.8), audio_samples.speech_like_ogg(1.5)
+    post_note(app, twilio_fake, first)
+    post_note(app, twilio_fake, second)
+    settle(app, count=2)
+    expected = 0.0
+    for n, note in enumerate((first, second)):
+        path = tmp_path / f"n{n}.ogg"
+        path.write_bytes(note)
+        expected += duration_seconds(trim_silence(to_pcm16_24k(path)))
+    # Both notes, trimmed, with the gap between them, in the one session that answered.
+    assert realtime_fake.committed_seconds[-1] == pytest.approx(expected + realtime.GAP_BETWEEN_NOTES_SECONDS,
+                                                                abs=0.001)
+    sent = replies(twilio_fake)
+    assert len(sent) == 1 and sent[0]["media_url"]
+    with app.extensions["endrigo"].db.session() as db:
+        assert len(set(db.scalars(select(Message.turn_id).where(Message.direction == "in")))) == 1
+
+
 def test_a_capture_lead_call_inside_the_session_stores_the_lead(rt_app, twilio_fake, realtime_fake):
     app = rt_app()
     realtime_fake.tool_calls = [{"name": "capture_lead", "arguments": {
