@@ -457,3 +457,33 @@ def test_the_status_page_card_is_live_for_operators_only(rt_app):
     assert '<script src="/static/js/realtime.js">' in page and "/webhook/whatsapp/realtime" in page
     script = client.get("/static/js/realtime.js")
     assert script.status_code == 200 and b"setInterval(poll" in script.data
+
+
+# ---- settings ------------------------------------------------------------------------------------
+
+def test_realtime_settings_defaults_and_bad_values():
+    from app.config import ConfigError, Settings
+    from app.ops.model_watch import known_shutdown
+
+    defaults = Settings.from_env(env={})
+    assert defaults.realtime_timeout_seconds == 12.0 and defaults.realtime_voice == "openai"
+    assert defaults.openai_realtime_voice == "marin" and defaults.openai_realtime_model == "gpt-realtime-2"
+    assert known_shutdown(defaults.openai_realtime_model) is None  # not on OpenAI's shutdown list
+    custom = Settings.from_env(env={"REALTIME_VOICE": "ElevenLabs", "REALTIME_TIMEOUT_SECONDS": "8",
+                                    "OPENAI_REALTIME_VOICE": "cedar", "OPENAI_REALTIME_URL": "ws://127.0.0.1:9/v1"})
+    assert (custom.realtime_voice, custom.realtime_timeout_seconds, custom.openai_realtime_voice) == \
+        ("elevenlabs", 8.0, "cedar")
+    for env, name in (({"REALTIME_VOICE": "google"}, "REALTIME_VOICE"),
+                      ({"REALTIME_TIMEOUT_SECONDS": "0"}, "REALTIME_TIMEOUT_SECONDS"),
+                      ({"REALTIME_TIMEOUT_SECONDS": "soon"}, "REALTIME_TIMEOUT_SECONDS"),
+                      ({"OPENAI_REALTIME_URL": "https://api.openai.com/v1"}, "OPENAI_REALTIME_URL")):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env(env=env)
+
+
+def test_the_gateway_is_built_once_per_process_from_the_settings(rt_app, realtime_fake):
+    services = rt_app(start_workers=False, realtime_timeout_seconds=7.0).extensions["endrigo"]
+    gateway = services.realtime
+    assert gateway is services.realtime  # one per Services (process)
+    assert gateway.model == "gpt-realtime-2" and gateway.timeout == 7.0
+    assert gateway._websocket_base_url == realtime_fake.ws_base_url

@@ -199,6 +199,10 @@ def config_summary(settings) -> dict:
             "transcribe_model": settings.openai_transcribe_model,
             "embedding_model": settings.openai_embedding_model,
             "realtime_model": settings.openai_realtime_model,
+            "realtime_voice": settings.openai_realtime_voice,
+            "realtime_speaker": settings.realtime_voice,
+            "realtime_timeout_seconds": settings.realtime_timeout_seconds,
+            "custom_realtime_url": bool(settings.openai_realtime_url),
         },
         "elevenlabs": {
             "configured": settings.elevenlabs_configured,
