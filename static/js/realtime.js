@@ -6,6 +6,8 @@
   var box = document.getElementById("realtime-live");
   if (!box) return;
   var POLL_MS = 15000;
+  var button = document.getElementById("realtime-test");
+  var result = document.getElementById("realtime-test-result");
   var REASONS = {
     connect: "conexão", auth: "chave recusada", error_event: "erro do serviço", timeout: "tempo esgotado",
     closed: "conexão caiu", empty_audio: "resposta sem áudio", empty_answer: "resposta vazia",
@@ -32,7 +34,8 @@
     field("latency", ms(latency.p50) + " / " + ms(latency.p95));
     var last = data.last_error;
     field("last_error", last ? (REASONS[last.reason] || last.reason) + (last.message ? " — " + last.message : "") : "nenhum");
-    if (!data.configured) field("last_error", data.reason || "não configurado");
+    // Without a key the card's own text says why; a test session could not run.
+    if (button) button.hidden = !data.configured;
     box.hidden = false;
   }
 
@@ -43,8 +46,6 @@
       .catch(function () { /* offline for a moment: the next poll tries again */ });
   }
 
-  var button = document.getElementById("realtime-test");
-  var result = document.getElementById("realtime-test-result");
   if (button && result) {
     button.addEventListener("click", function () {
       button.disabled = true;
