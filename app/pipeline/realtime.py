@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
@@ -108,7 +108,6 @@ class _Session:
     output_seconds: float | None = None
     latency_ms: float | None = None
     first_audio_ms: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class EndrigoRealtimeAudioClone:
@@ -133,10 +132,16 @@ class EndrigoRealtimeAudioClone:
             return Outcome(False, tuple(self.stages_done))
         try:
             with_speech = self._prepare_audio()
-            if not with_speech:
-                ctx.log.info("realtime: no speech in the note(s); no session opened")
-                self._deliver()  # the notices alone (same words as the main pipeline)
-                return Outcome(True)
+        except _Fallback as exc:
+            return self._fall_back(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the turn: the main pipeline answers
+            ctx.log.exception("realtime audio preparation failed unexpectedly")
+            return self._fall_back(_Fallback(INTERNAL, type(exc).__name__))
+        if not with_speech:
+            ctx.log.info("realtime: no speech in the note(s); no session opened")
+            self._deliver()  # the notices alone (same words as the main pipeline)
+            return Outcome(True)
+        try:
             result = self._converse(with_speech)
             self._take_answer(result)
             if ctx.reply_kind == "audio":
@@ -165,7 +170,10 @@ class EndrigoRealtimeAudioClone:
                 raise _Fallback(CONVERSION, f"the note could not be decoded ({exc.kind})") from exc
             item.audio_seconds = duration_seconds(pcm)
             trimmed = trim_silence(pcm)
-            (with_speech.append((item, trimmed)) if trimmed else silent.append(item))
+            if trimmed:
+                with_speech.append((item, trimmed))
+            else:
+                silent.append(item)
         for item in silent:
             item.notice = notices.AUDIO_SILENT
         self.ctx.timings["realtime_convert"] = round((time.perf_counter() - started) * 1000, 1)
