@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app.audio.formats import sniff_audio_type
 from app.models import Lead, Message, RealtimeSession, Turn
 from app.pipeline import notices, realtime
+from app.pipeline.answer import FALLBACK_HANDOFF
 from app.pipeline.context import InboundItem, TurnContext
 from app.realtime.audio import duration_seconds, to_pcm16_24k, trim_silence
 from app.turn import REALTIME_PATH, UserSnapshot
@@ -190,6 +191,28 @@ def test_a_capture_lead_call_inside_the_session_stores_the_lead(rt_app, twilio_f
         assert [c["name"] for c in turn.tool_calls] == ["capture_lead"] and turn.tool_calls[0]["ok"] is True
     assert len(realtime_fake.tool_outputs) == 1 and "error" not in realtime_fake.tool_outputs[0]["output"]
     assert len(replies(twilio_fake)) == 1 and replies(twilio_fake)[0]["media_url"]
+
+
+def test_a_handoff_asked_for_in_a_voice_conversation_opens_and_survives_a_dropped_session(
+        rt_app, twilio_fake, openai_fake, elevenlabs_fake, realtime_fake):
+    from app.models import Handoff
+
+    app = rt_app()
+    realtime_fake.tool_calls = [{"name": "request_human_handoff", "arguments": {"reason": "quer falar com alguém"}}]
+    realtime_fake.fault = "close_mid_response"  # the tool round completes, the spoken answer is cut
+    post_note(app, twilio_fake, audio_samples.speech_like_ogg(2.5))
+    settle(app)
+
+    with app.extensions["endrigo"].db.session() as db:
+        handoff = db.scalar(select(Handoff))
+        turn = db.scalar(select(Turn))
+        assert handoff is not None and handoff.status == "open" and handoff.reason == "quer falar com alguém"
+        # The fallback does not ask the model again (it would find the handoff open): it confirms it.
+        assert turn.reply_text == FALLBACK_HANDOFF
+    assert openai_fake.requests_to("/v1/responses") == []
+    assert len(replies(twilio_fake)) == 1 and sessions(app) == [("fallback", "closed")]
+    tts = elevenlabs_fake.requests_to("/v1/text-to-speech/")
+    assert len(tts) == 1 and "equipe" in tts[0].json["text"]
 
 
 def test_with_realtime_voice_elevenlabs_the_session_answers_in_text_spoken_by_the_clone(
