@@ -111,6 +111,7 @@ def test_a_voice_note_on_the_realtime_webhook_is_answered_by_a_realtime_voice_no
     assert served.status_code == 200 and served.mimetype == "audio/ogg"
     assert served.data[:4] == b"OggS" and sniff_audio_type(served.data[:96]) == "opus"
     assert decoded_seconds(served.data, tmp_path) == pytest.approx(2.4, abs=0.03)
+    served.close()
     # The emulator heard the note after the silence trim: what our trim keeps, not the 4.3 s sent.
     note_path = tmp_path / "note.ogg"
     note_path.write_bytes(note)
@@ -480,6 +481,7 @@ def test_the_status_page_card_is_live_for_operators_only(rt_app):
     assert '<script src="/static/js/realtime.js">' in page and "/webhook/whatsapp/realtime" in page
     script = client.get("/static/js/realtime.js")
     assert script.status_code == 200 and b"setInterval(poll" in script.data
+    script.close()
 
 
 # ---- settings ------------------------------------------------------------------------------------
