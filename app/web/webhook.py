@@ -74,8 +74,8 @@ def inbound_realtime_message():
 
 @bp.post(V2_PATH)
 def inbound_message_v2():
+    response = ingest()  # a bad signature ends here (403), before the warning
     _log_v2_once()
-    response = ingest()
     response.headers["Deprecation"] = f"@{calendar.timegm(V2_DEPRECATED_ON.timetuple())}"
     response.headers["Link"] = '</webhook/whatsapp>; rel="successor-version"'
     return response
