@@ -470,6 +470,18 @@ def test_the_realtime_test_runs_a_generated_phrase_through_a_real_session(rt_app
     assert failed.status_code == 502 and failed.get_json()["error"] == "connect"
 
 
+def test_the_transcript_shows_the_realtime_session_time(rt_app, twilio_fake, realtime_fake):
+    app = rt_app(dashboard_password=PASSWORD)
+    post_note(app, twilio_fake, audio_samples.speech_like_ogg(2.0))
+    settle(app)
+    client, _ = operator(app)
+    with app.extensions["endrigo"].db.session() as db:
+        user_id = db.scalar(select(Message.user_id))
+    page = client.get(f"/conversations/{user_id}").get_data(as_text=True)
+    assert 'data-stage="realtime"' in page and "sessão em tempo real" in page
+    assert realtime_fake.input_transcript in page  # what the user said, from the session
+
+
 def test_the_status_page_card_is_live_for_operators_only(rt_app):
     app = rt_app(dashboard_password=PASSWORD, start_workers=False)
     public = app.test_client().get("/").get_data(as_text=True)

@@ -34,7 +34,8 @@ STATUS_LABELS = {
 }
 STAGE_LABELS = {
     "download": "download", "convert": "conversão", "transcribe": "transcrição", "retrieve": "busca",
-    "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio", "end_to_end": "total",
+    "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio",
+    "realtime": "sessão em tempo real", "end_to_end": "total",
 }
 
 

@@ -192,7 +192,7 @@ def transcript(user_id: int):
     } for i, m in enumerate(messages)]
     return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
                            oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
-                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED)
+                           stages=STAGES + ("realtime", "end_to_end"), turn_failed=TURN_FAILED)
 
 
 @bp.post("/turns/<int:turn_id>/retry")
