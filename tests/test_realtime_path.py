@@ -190,6 +190,7 @@ def test_a_capture_lead_call_inside_the_session_stores_the_lead(rt_app, twilio_f
         turn = db.scalar(select(Turn))
         assert lead is not None and lead.name == "Ana Souza" and lead.email == "ana@example.com"
         assert [c["name"] for c in turn.tool_calls] == ["capture_lead"] and turn.tool_calls[0]["ok"] is True
+        assert turn.tool_calls[0]["round"] == 1 and turn.tool_calls[0]["path"] == "realtime"
     assert len(realtime_fake.tool_outputs) == 1 and "error" not in realtime_fake.tool_outputs[0]["output"]
     assert len(replies(twilio_fake)) == 1 and replies(twilio_fake)[0]["media_url"]
 

@@ -120,6 +120,7 @@ class EndrigoRealtimeAudioClone:
         self.tool_ctx = ToolContext.for_turn(ctx)
         self.session = _Session()
         self.stages_done: list[str] = []
+        self.tool_records: list[dict] = []  # this session's entries of ctx.tool_calls, in call order
         self.speaker = "openai" if self.settings.realtime_voice == "openai" else "elevenlabs"
 
     # ---- the turn ------------------------------------------------------------------------
@@ -206,13 +207,17 @@ class EndrigoRealtimeAudioClone:
         ctx.timings["realtime"] = round((time.perf_counter() - started) * 1000, 1)
         ctx.log.info("realtime session: %.1f s in, %.1f s out, %d tool call(s), %s", self.session.input_seconds,
                      result.audio_seconds, len(result.tool_calls), result.status)
+        for record, call in zip(self.tool_records, result.tool_calls):
+            record["round"] = call["round"]  # the model's response round, as the main answer records it
         self._keep_transcription(with_speech[0][0], result.input_transcript)
         return result
 
     def _tool(self, name: str, arguments: dict) -> str:
         """A function call inside the session, run like the main answer runs it (and recorded)."""
         result = execute(self.tool_ctx, name, json.dumps(arguments, ensure_ascii=False))
-        self.ctx.tool_calls.append({**result.record, "round": len(self.ctx.tool_calls) + 1, "path": "realtime"})
+        record = {**result.record, "round": None, "path": "realtime"}  # round: known when the session ends
+        self.ctx.tool_calls.append(record)
+        self.tool_records.append(record)
         self.ctx.log.info("tool %s %s in %.0f ms (realtime)", name, "ok" if result.record["ok"] else "error",
                           result.record["ms"])
         return result.output_json
@@ -259,7 +264,7 @@ class EndrigoRealtimeAudioClone:
         for item in ctx.items:  # the main pipeline decides about every note again
             if item.notice == notices.AUDIO_SILENT:
                 item.notice = None
-        ctx.audio_bytes = ctx.audio_content_type = None
+        ctx.audio_bytes = ctx.audio_content_type = ctx.audio_url = None
         ctx.reply_kind, ctx.answer_text = "text", None
         if exc.reason in _PROVIDER_REASONS:
             ctx.services.provider_health.error("realtime", f"{exc.reason}: {exc.detail}")
