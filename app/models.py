@@ -203,10 +203,11 @@ class ProviderStatus(Base):
 class RealtimeSession(Base):
     """One try of the realtime voice path (app/pipeline/realtime.py) for a turn, for operators.
 
-    ``outcome``: ``answered`` (the session's answer was handed to the outbox) or ``fallback``
-    (the turn went through the main pipeline; ``reason`` is the kind: connect, auth,
-    error_event, timeout, closed, empty_audio, conversion, internal). A turn with a fallback
-    never tries the realtime path again.
+    ``outcome``: ``answered`` (the session's answer is decided in the outbox), ``abandoned``
+    (the attempt ended before the decision), or ``fallback`` (the turn went through the main
+    pipeline; ``reason`` is the kind: connect, auth, error_event, timeout, closed, empty_audio,
+    empty_answer, conversion, storage, internal). A turn with a fallback never tries the
+    realtime path again.
     """
 
     __tablename__ = "realtime_sessions"

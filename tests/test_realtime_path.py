@@ -328,6 +328,42 @@ def test_a_retried_turn_does_not_try_the_realtime_path_again(rt_app, twilio_fake
     assert len(openai_fake.requests_to("/v1/responses")) == 2
 
 
+def test_a_failed_send_after_the_decision_resends_the_stored_voice_note_without_a_new_session(
+        rt_app, twilio_fake, realtime_fake):
+    app = rt_app(retry_backoff_seconds=(0.2, 0.2))
+    twilio_fake.fail_next(500, times=1, path_contains="/Messages.json")
+    post_note(app, twilio_fake, audio_samples.speech_like_ogg(2.0))
+    wait_for(lambda: any(m["media_url"] for m in replies(twilio_fake)), timeout=30)
+    settle(app)
+    assert len(realtime_fake.handshakes) == 1 and sessions(app) == [("answered", None)]
+    assert len([m for m in replies(twilio_fake) if m["media_url"]]) == 1
+
+
+def test_an_attempt_given_up_before_the_decision_is_recorded_and_the_retry_says_the_same_words(
+        rt_app, twilio_fake, realtime_fake, elevenlabs_fake, monkeypatch):
+    from app.pipeline import send
+
+    real_decide, calls = send.decide, []
+
+    def decide_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(send, "decide", decide_failing_once)
+    app = rt_app(retry_backoff_seconds=(0.2, 0.2))
+    post_note(app, twilio_fake, audio_samples.speech_like_ogg(2.0))
+    wait_for(lambda: any(m["media_url"] for m in replies(twilio_fake)), timeout=30)
+    settle(app)
+    # The inbox kept the answer's words: the retry speaks them (ElevenLabs) without a second session.
+    assert sessions(app) == [("abandoned", None)] and len(realtime_fake.handshakes) == 1
+    assert len([m for m in replies(twilio_fake) if m["media_url"]]) == 1
+    assert elevenlabs_fake.requests_to("/v1/text-to-speech/")[0].json["text"].startswith("Olá! A mentoria")
+    with app.extensions["endrigo"].db.session() as db:
+        assert db.scalar(select(Turn.reply_text)) == realtime_fake.output_text
+
+
 # ---- what goes where -----------------------------------------------------------------------------
 
 def test_text_and_audio_together_go_through_the_main_pipeline(rt_app, twilio_fake, openai_fake, realtime_fake):
@@ -443,7 +479,7 @@ def test_realtime_status_counts_todays_sessions_fallbacks_and_latency(rt_app, tw
     status = client.get("/system/realtime-status").get_json()
     assert status["configured"] is True and status["model"] == "gpt-realtime-2" and status["voice"] == "marin"
     assert status["sessions_today"] == 3 and status["successes"] == 2 and status["fallbacks"] == 1
-    assert status["fallbacks_by_reason"] == {"error_event": 1}
+    assert status["fallbacks_by_reason"] == {"error_event": 1} and status["abandoned"] == 0
     with app.extensions["endrigo"].db.session() as db:
         latencies = sorted(r.latency_ms for r in db.scalars(select(RealtimeSession))
                            if r.outcome == "answered")

@@ -52,7 +52,7 @@ from app.realtime.audio import RATE, duration_seconds, pcm_to_ogg_opus, to_pcm16
 from app.redaction import redact
 from app.turn import REALTIME_PATH
 
-ANSWERED, FALLBACK = "answered", "fallback"
+ANSWERED, FALLBACK, ABANDONED = "answered", "fallback", "abandoned"
 # Reasons beside the gateway's RealtimeError kinds (connect, auth, error_event, timeout, closed, empty_audio).
 CONVERSION, EMPTY_ANSWER, STORAGE, INTERNAL = "conversion", "empty_answer", "storage", "internal"
 # Provider trouble (shown on the realtime card); a conversion failure is about the note, not the service.
@@ -154,9 +154,13 @@ class EndrigoRealtimeAudioClone:
         except Exception as exc:  # noqa: BLE001 - a bug here must not lose the turn: the main pipeline answers
             ctx.log.exception("realtime path failed unexpectedly")
             return self._fall_back(_Fallback(INTERNAL, type(exc).__name__))
-        self._record(ANSWERED)
         ctx.services.provider_health.ok("realtime")
-        self._deliver()
+        try:
+            self._deliver()
+        finally:
+            # Answered once the outbox holds the reply, even if sending it fails now (the inbox
+            # retries the send); not decided means the attempt was given up before the decision.
+            self._record(ANSWERED if ctx.decided else ABANDONED)
         return Outcome(True)
 
     def _prepare_audio(self) -> list[tuple]:
@@ -332,6 +336,7 @@ def session_stats(db) -> dict:
         "successes": sum(1 for r in rows if r.outcome == ANSWERED),
         "fallbacks": sum(fallbacks.values()),
         "fallbacks_by_reason": dict(sorted(fallbacks.items())),
+        "abandoned": sum(1 for r in rows if r.outcome == ABANDONED),
         "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
         "first_audio_ms": {"p50": percentile(first_audio, 50), "p95": percentile(first_audio, 95)},
         "last_error": None if last is None else {
