@@ -4,13 +4,18 @@ Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module; ``
 the one list of their order and names. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
 attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
+
+A turn made only of voice notes that came in on /webhook/whatsapp/realtime takes the
+realtime voice path first (app/pipeline/realtime.py: one Realtime session, speech to
+speech); when that path cannot answer, the same turn goes through the stages below, once.
+Either way the reply leaves through the send stage's outbox.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from app.pipeline import answer, convert, download, retrieve, send, speak, store, transcribe
+from app.pipeline import answer, convert, download, realtime, retrieve, send, speak, store, transcribe
 from app.pipeline.context import TurnContext
 
 STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
@@ -28,12 +33,29 @@ STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 
 
 def run_pipeline(ctx: TurnContext) -> None:
-    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail.
+    """Answer the turn; exceptions propagate to the inbox, which decides retry or fail.
 
+    The realtime path when the turn qualifies (``realtime.eligible``), else or after its
+    fallback the stages, without those the realtime path already ran (the download).
     Between stages a stale attempt (a newer message arrived before the decision) stops with
     ``TurnSuperseded``: nothing of it has been sent, and the inbox answers the grown turn.
     """
+    done: tuple[str, ...] = ()
+    if realtime.eligible(ctx):
+        started = time.perf_counter()
+        outcome = realtime.run(ctx)
+        ctx.timings["realtime_path"] = round((time.perf_counter() - started) * 1000, 1)
+        if outcome.answered:
+            return
+        done = outcome.stages_done
+    run_stages(ctx, skip=done)
+
+
+def run_stages(ctx: TurnContext, skip: tuple[str, ...] = ()) -> None:
+    """Run every stage in order (but those in ``skip``)."""
     for name, stage in STAGES:
+        if name in skip:
+            continue
         ctx.check_superseded()
         started = time.perf_counter()
         try:

@@ -181,7 +181,7 @@ def transcript(user_id: int):
     waited = waited_label(int((now - waiting[0].created_at).total_seconds())) if waiting else ""
     return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
                            oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
-                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
+                           stages=STAGES + ("realtime", "end_to_end"), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
                            open_handoff=open_handoff, authors=authors, actions=actions,
                            notifications=notifications, waited=waited, now=now,
                            state=fingerprint(current_services().db, user_id),

@@ -187,4 +187,4 @@ def test_every_pipeline_stage_has_a_latency_row_and_a_label():
 
     names = tuple(name for name, _ in pipeline.STAGES)
     assert stats_module.STAGES == names
-    assert set(STAGE_LABELS) == set(names) | {"end_to_end"}
+    assert set(STAGE_LABELS) == set(names) | {"realtime", "end_to_end"}  # realtime: the session of the realtime path
