@@ -142,7 +142,11 @@ def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart
     """
     channel = channel_for(services, user)
     for part in parts:
-        row_id = _claim(services, channel, turn_id, user, part, spoken_text, operator_id)
+        try:
+            row_id = _claim(services, channel, turn_id, user, part, spoken_text, operator_id)
+        except TwilioSendError as exc:  # Twilio's list could not be read: never guess, try later
+            services.provider_health.error("twilio", exc.reason)
+            raise RetryableTurnError(f"cannot reconcile an unknown send outcome: {exc.reason}", kind="send") from exc
         if row_id is None:
             continue
         try:
