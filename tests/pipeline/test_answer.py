@@ -24,15 +24,9 @@ ANA = "whatsapp:+5511999990001"
 
 
 @pytest.fixture
-def online(make_app, openai_fake):
-    """An app whose answers come from the OpenAI emulator."""
-
-    def factory(**overrides):
-        values = dict(openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=2)
-        values.update(overrides)
-        return make_app(**values)
-
-    return factory
+def online(online_app):
+    """An app whose answers come from the OpenAI emulator (tests/conftest.py online_app)."""
+    return online_app
 
 
 def say(app, twilio_fake, body: str, from_: str = ANA, profile_name: str = "Ana") -> str:
