@@ -17,11 +17,15 @@ __version__ = "0.1.0"
 log = logging.getLogger(__name__)
 
 
-def create_app(config=None) -> Flask:
-    """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
+def create_app(config=None, role: str = "web") -> Flask:
+    """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env).
+
+    ``role``: "web" (the default) or "worker" (app/worker.py, QUEUE_BACKEND=celery: this
+    process runs the turns its web processes enqueue).
+    """
     from app.config import Settings, load_or_create_secret, log_boot_warnings
     from app.db import Database
-    from app.inbox import Inbox
+    from app.inbox.queue import make_inbox
     from app.logging import configure_logging
     from app.redaction import register_secret
     from app.services import Services
@@ -35,7 +39,8 @@ def create_app(config=None) -> Flask:
 
     configure_logging(settings.log_level)
     for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
-                   settings.dashboard_password, settings.secret_key):
+                   settings.dashboard_password, settings.secret_key, settings.metrics_token,
+                   _url_password(settings.celery_broker_url)):
         register_secret(secret)
     log_boot_warnings(settings, log)
 
@@ -50,7 +55,7 @@ def create_app(config=None) -> Flask:
     db = Database(settings.database_url)
     db.migrate()
     services = Services(settings=settings, db=db, started_at=time.time())
-    services.inbox = Inbox(services)
+    services.inbox = make_inbox(services, role)
     app.extensions["endrigo"] = services
 
     from app.web import register_blueprints
@@ -65,6 +70,16 @@ def create_app(config=None) -> Flask:
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes (they showed up as ~90 ms tails on /stats; bench_stats).
     gc.freeze()
-    log.info("app ready (%s mode, database %s)", "offline" if settings.offline else "online",
-             db.engine.dialect.name)
+    log.info("app ready (%s mode, database %s, queue %s, %s)", "offline" if settings.offline else "online",
+             db.engine.dialect.name, settings.queue_backend, role)
     return app
+
+
+def _url_password(url: str | None) -> str | None:
+    """The password in a URL such as redis://:secret@host/0, so that logs never show it."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
