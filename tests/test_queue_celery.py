@@ -191,3 +191,26 @@ def test_a_background_call_goes_to_the_workers_and_only_allowed_names_run(make_a
     worker.call("os:system", False, [f"touch {marker}"])  # refused, never imported
     assert not marker.exists()
     assert any("refused a background call" in r.getMessage() for r in caplog.records)
+
+
+def test_two_deliveries_of_one_users_task_in_one_worker_process_run_one_turn(
+        make_app, celery_settings, worker_app, twilio_fake, openai_fake):
+    """The threads of a worker share one lease owner: the second delivery must not run the turn again."""
+    import threading
+
+    openai_fake.set_latency(0.3)
+    web = _web(make_app, celery_settings, openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url)
+    worker = worker_app(openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url)
+    inbox = worker.extensions["endrigo"].inbox
+    _post(web, twilio_fake, "whatsapp:+5511999990001", "Oi")
+
+    def deliver():
+        with worker.app_context():
+            inbox.run_drain(1)
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert len(openai_fake.requests_to("/responses")) == 1
+    assert len(twilio_fake.sent) == 1 and _count(web, ANSWERED) == 1
