@@ -30,6 +30,7 @@ import threading
 import time
 
 from app.inbox import Inbox
+from app.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,10 @@ class CeleryInbox(Inbox):
 
     def notify(self, user_id: int) -> None:
         """Enqueue one drain task for the user unless one is already waiting; never raises."""
-        if not self._started or self._redis_resting():
+        if not self._started:
+            return
+        if self._redis_resting():
+            metrics.enqueue_failed()
             return
         key = self.queued_key(user_id)
         try:
@@ -155,6 +159,7 @@ class CeleryInbox(Inbox):
                 self.redis.delete(key)  # best effort: the next notify must not be swallowed
                 raise
         except Exception as exc:  # noqa: BLE001 - the message is stored; the sweep enqueues it later
+            metrics.enqueue_failed()
             self._queue_failed(exc)
             return
         self._queue_ok()

@@ -1,4 +1,4 @@
-"""HTTP blueprints: webhook (Twilio), system (health), media (our audio), dashboard (operators).
+"""HTTP blueprints: webhook (Twilio), system (health), metrics (Prometheus), media (our audio), dashboard (operators).
 
 ``register_blueprints`` also sets up the app-wide browser security (app/web/security.py)
 before any blueprint, so no blueprint owns what applies to all of them.
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 
 def register_blueprints(app, settings) -> None:
-    from app.web import dashboard, media, system, webhook
+    from app.web import dashboard, media, metrics, system, webhook
     from app.web.security import init_security
 
     init_security(app, settings)
-    for module in (webhook, system, media, dashboard):
+    for module in (webhook, system, metrics, media, dashboard):
         app.register_blueprint(module.bp)

@@ -18,6 +18,7 @@ from app.channels.twilio.inbound import BadWebhook, parse_inbound
 from app.channels.twilio.signature import signature_failure
 from app.channels.twilio.status import record_delivery_status
 from app.logging import work_context
+from app.ops import metrics
 from app.redaction import mask_phone
 from app.services import current_services
 
@@ -29,10 +30,12 @@ bp = Blueprint("webhook", __name__)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
-def verify_signature() -> None:
+def verify_signature(inbound: bool = False) -> None:
     svc = current_services()
     reason, url = signature_failure(request, svc.settings, svc.twilio)
     if reason is not None:
+        if inbound:
+            metrics.webhook("bad_signature")
         log.warning("rejected webhook (%s) for %s", reason, url.split("?", 1)[0])
         abort(Response(reason, status=403, mimetype="text/plain"))
     if svc.settings.twilio_validate_signature:
@@ -45,17 +48,20 @@ def twiml() -> Response:
 
 @bp.post("/webhook/whatsapp")
 def inbound_message():
-    verify_signature()
+    verify_signature(inbound=True)
     try:
         # A plain dict: MultiDict.get builds an exception object for every absent field.
         inbound = parse_inbound(request.form.to_dict())
     except BadWebhook as exc:
+        metrics.webhook("bad_request")
         return Response(str(exc), status=400, mimetype="text/plain")
     with work_context(inbound.sid):
         user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
         if not created:
+            metrics.webhook("duplicate")
             log.info("duplicate MessageSid ignored")
             return twiml()
+        metrics.webhook("stored")
         log.info("inbound %s from %s stored", inbound.kind, mask_phone(inbound.phone))
         current_services().inbox.notify(user_id)
     return twiml()
