@@ -160,6 +160,8 @@ class Settings:
     metrics_token: str | None = None
     # prometheus-client's multiprocess directory (gunicorn workers, Celery workers on one host).
     prometheus_multiproc_dir: str | None = None
+    # host:port where a Celery worker serves its own /metrics (workers on hosts without a web instance).
+    worker_metrics_address: str | None = None
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -233,6 +235,7 @@ class Settings:
             web_instances=_int(env, "WEB_INSTANCES", d.web_instances),
             metrics_token=_str(env, "METRICS_TOKEN"),
             prometheus_multiproc_dir=_str(env, "PROMETHEUS_MULTIPROC_DIR"),
+            worker_metrics_address=_str(env, "WORKER_METRICS_ADDRESS"),
         )
         values.update(overrides)
         return _normalised(cls(**values))
@@ -272,6 +275,12 @@ def _normalised(settings: Settings) -> Settings:
         raise ConfigError("WEB_INSTANCES must be at least 1")
     if settings.metrics_token is not None and len(settings.metrics_token) < 16:
         raise ConfigError("METRICS_TOKEN must be at least 16 characters")
+    if settings.worker_metrics_address:
+        host, _, port = settings.worker_metrics_address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("WORKER_METRICS_ADDRESS must be host:port, e.g. 0.0.0.0:9808")
+        if not settings.metrics_token:
+            raise ConfigError("WORKER_METRICS_ADDRESS needs METRICS_TOKEN (the worker's /metrics is protected too)")
     scheme, _, rest = settings.database_url.partition("://")
     if scheme in {"postgres", "postgresql"}:
         # Neon/Heroku style URLs; SQLAlchemy 2.1 maps postgresql:// to psycopg 3, we ship psycopg2.

@@ -93,8 +93,16 @@ def _forks_children(worker) -> bool:
 def _build_in_main_process(sender=None, **_kwargs) -> None:
     # threads/solo pools run tasks in this process: build now, so start-up warnings and
     # the housekeeping thread come at once. prefork: never before the fork.
-    if sender is not None and not _forks_children(sender):
+    forks = sender is not None and _forks_children(sender)
+    if sender is not None and not forks:
         _start()
+    if settings.worker_metrics_address:
+        if forks and not settings.prometheus_multiproc_dir:
+            log.warning("WORKER_METRICS_ADDRESS with a prefork pool needs PROMETHEUS_MULTIPROC_DIR: "
+                        "without it the children's counts are not seen")
+        from app.ops import metrics
+
+        metrics.serve(settings, metrics.registry_for(settings))
 
 
 @signals.worker_process_init.connect

@@ -24,6 +24,7 @@ from tests.conftest import TWILIO_NUMBER, sign, wait_for
 from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+METRICS_TOKEN = "scale-out-metrics-token-0123"
 
 
 class Cluster:
@@ -52,6 +53,7 @@ class Cluster:
             "COALESCE_WINDOW_SECONDS": "0.3",
             "SECRET_KEY": "scale-out-test-secret-0123456789",
             "LOG_LEVEL": "INFO",
+            "METRICS_TOKEN": METRICS_TOKEN,
         }
         self.env.update(env_extra)
         self.webs: list[tuple[subprocess.Popen, str]] = []
@@ -135,6 +137,11 @@ class Cluster:
                          for path in sorted(self.logdir.glob("*.log")))
 
     # ---- traffic -------------------------------------------------------------------------
+    def scrape(self, url: str) -> str:
+        response = requests.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5)
+        response.raise_for_status()
+        return response.text
+
     def post(self, instance: int, form: dict, session: requests.Session | None = None) -> int:
         base = self.webs[instance % len(self.webs)][1]
         url = base + "/webhook/whatsapp"

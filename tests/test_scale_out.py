@@ -25,7 +25,8 @@ import requests
 
 from tests.conftest import TEST_DATABASE_URL, wait_for
 from tests.pg_schema import throwaway_schema
-from tests.redis_server import RedisServer, unique_prefix
+from tests.redis_server import RedisServer, free_port, unique_prefix
+from tests.test_metrics import parse, value
 from tests.scale_cluster import Cluster
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -109,8 +110,9 @@ def cluster(pg_url, _twilio_server, _openai_server, tmp_path_factory):
     cluster = Cluster(pg_url, REDIS_URL, prefix, _twilio_server, _openai_server, tmp_path_factory.mktemp("scale"))
     try:
         cluster.start_webs(2)
+        cluster.worker_metrics = f"127.0.0.1:{free_port()}"
         cluster.start_worker("w1", wait=False)
-        cluster.start_worker("w2", wait=False)
+        cluster.start_worker("w2", wait=False, WORKER_METRICS_ADDRESS=cluster.worker_metrics)
         cluster.wait_worker_ready("w1")
         cluster.wait_worker_ready("w2")
         yield cluster
@@ -141,6 +143,15 @@ def test_two_web_instances_two_workers_every_message_answered_once_in_order(clus
     # Both workers took turns (the queue spreads users over them).
     logs = {name: (cluster.logdir / f"{name}.log").read_text(errors="replace") for name in ("w1", "w2")}
     assert all(re.search(r"turn \d+ answered", text) for text in logs.values())
+    # Metrics: each web instance counts the webhooks it stored; the database figures are the
+    # same from either; a worker serves its own counts (WORKER_METRICS_ADDRESS).
+    webs = [parse(cluster.scrape(base + "/metrics")) for _process, base in cluster.webs]
+    assert sum(value(s, "endrigo_webhooks_received_total", outcome="stored") for s in webs) == total
+    assert all(value(s, "endrigo_turns_total", outcome="answered") == cluster.answered_turns() for s in webs)
+    assert all(value(s, "endrigo_queue_depth") == 0 for s in webs)
+    worker = parse(cluster.scrape(f"http://{cluster.worker_metrics}/metrics"))
+    assert 0 < value(worker, "endrigo_stage_duration_seconds_count", stage="answer") < cluster.answered_turns()
+    assert requests.get(f"http://{cluster.worker_metrics}/metrics", timeout=5).status_code == 401
     print(f"\n{total} messages from {USERS} users: {cluster.answered_turns()} turns in {elapsed:.1f} s")
 
 

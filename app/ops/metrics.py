@@ -30,6 +30,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import socketserver
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -168,19 +170,51 @@ def database_figures(db) -> dict:
     }
 
 
-def registry_for(services, with_database: bool = True) -> CollectorRegistry:
-    """What a scrape shows: this process's counts (all processes' in multiprocess mode) + the database."""
+def registry_for(settings, services=None) -> CollectorRegistry:
+    """What a scrape shows: this process's counts (all processes' in multiprocess mode), and the
+    database's figures when ``services`` is given (web instances; a worker reports its counts only)."""
     registry = CollectorRegistry()
-    if services.settings.prometheus_multiproc_dir:
+    if settings.prometheus_multiproc_dir:
         from prometheus_client import multiprocess
 
-        multiprocess.MultiProcessCollector(registry, path=services.settings.prometheus_multiproc_dir)
+        multiprocess.MultiProcessCollector(registry, path=settings.prometheus_multiproc_dir)
     else:
         for collector in (WEBHOOKS, STAGE_SECONDS, PIPELINE_SECONDS, PROVIDER_ERRORS, ENQUEUE_FAILURES):
             registry.register(collector)
-    if with_database:
+    if services is not None:
         registry.register(DatabaseCollector(services))
     return registry
+
+
+def serve(settings, registry: CollectorRegistry) -> threading.Thread:
+    """A Celery worker's own GET /metrics on WORKER_METRICS_ADDRESS (bearer METRICS_TOKEN), in a daemon thread."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *_args):  # scrapes are not worth a log line each
+            pass
+
+    class Threaded(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    def application(environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        if not authorized(environ.get("HTTP_AUTHORIZATION"), settings.metrics_token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                ("WWW-Authenticate", 'Bearer realm="metrics"')])
+            return [b"a bearer token is required\n"]
+        body, content_type = exposition(registry, environ.get("HTTP_ACCEPT"))
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    host, _, port = settings.worker_metrics_address.rpartition(":")
+    server = make_server(host, int(port), application, server_class=Threaded, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True)
+    thread.start()
+    log.info("worker metrics on http://%s:%s/metrics", host, port)
+    return thread
 
 
 def exposition(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:

@@ -31,6 +31,6 @@ def scrape():
     with _registry_lock:
         registry = current_app.extensions.get("endrigo_metrics")
         if registry is None:
-            registry = current_app.extensions["endrigo_metrics"] = metrics.registry_for(services)
+            registry = current_app.extensions["endrigo_metrics"] = metrics.registry_for(services.settings, services)
     body, content_type = metrics.exposition(registry, request.headers.get("Accept"))
     return Response(body, status=200, content_type=content_type)
