@@ -156,7 +156,7 @@ class Settings:
     celery_visibility_timeout_seconds: float = 600.0
     # How many web instances run against this database (only used to warn about per-host state).
     web_instances: int = 1
-    # Bearer token for GET /metrics; unset: /metrics answers 404 (not exposed).
+    # Bearer token for GET /metrics; unset: /metrics refuses every request (401).
     metrics_token: str | None = None
     # prometheus-client's multiprocess directory (gunicorn workers, Celery workers on one host).
     prometheus_multiproc_dir: str | None = None

@@ -25,6 +25,7 @@ PASSWORD = "correct horse battery staple"
 PUBLIC_ROUTES = {
     "/", "/health", "/login", "/static/<path:filename>", "/webhook/whatsapp", "/webhook/whatsapp/status",
     "/media/<token>", "/upgrade-webhook",
+    "/metrics",  # its own bearer token (METRICS_TOKEN), not the operators' login: tests/test_metrics.py
 }
 SAMPLE_VALUES = {"int": "1", "string": "x", "path": "x", "default": "x"}
 

@@ -40,8 +40,10 @@ def value(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_are_404_unless_configured_and_401_without_the_bearer_token(make_app):
-    assert make_app(start_workers=False).test_client().get("/metrics").status_code == 404
+def test_metrics_are_refused_unless_configured_and_without_the_bearer_token(make_app):
+    unconfigured = make_app(start_workers=False).test_client()
+    assert unconfigured.get("/metrics").status_code == 401
+    assert unconfigured.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 401
     client = make_app(start_workers=False, metrics_token=TOKEN).test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401

@@ -26,8 +26,8 @@ import requests
 from tests.conftest import TEST_DATABASE_URL, wait_for
 from tests.pg_schema import throwaway_schema
 from tests.redis_server import RedisServer, free_port, unique_prefix
-from tests.test_metrics import parse, value
 from tests.scale_cluster import Cluster
+from tests.test_metrics import parse, value
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
 FULL = os.environ.get("SCALE_OUT_FULL") == "1"

@@ -1,15 +1,14 @@
 """GET /metrics: Prometheus text format (app/ops/metrics.py says what is in it).
 
-Exposed only when METRICS_TOKEN is set, and then only to ``Authorization: Bearer
-<METRICS_TOKEN>`` (401 otherwise); without it the route answers 404, as if it did not
-exist. The figures hold no personal data, but queue depths and error rates are still
-nobody else's business.
+Answered only to ``Authorization: Bearer <METRICS_TOKEN>``; anything else, and every
+request while METRICS_TOKEN is unset, gets 401. The figures hold no personal data, but
+queue depths and error rates are still nobody else's business.
 """
 from __future__ import annotations
 
 import threading
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 from app.ops import metrics
 from app.services import current_services
@@ -23,10 +22,9 @@ _registry_lock = threading.Lock()
 def scrape():
     services = current_services()
     token = services.settings.metrics_token
-    if not token:
-        abort(404)
     if not metrics.authorized(request.headers.get("Authorization"), token):
-        return Response("a bearer token is required\n", status=401, mimetype="text/plain",
+        reason = "a bearer token is required" if token else "metrics are off: set METRICS_TOKEN to enable them"
+        return Response(reason + "\n", status=401, mimetype="text/plain",
                         headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     with _registry_lock:
         registry = current_app.extensions.get("endrigo_metrics")
