@@ -2,6 +2,8 @@
 
 ``create_app(config=None)`` is the only place the app is assembled: settings, logging,
 database (migrated at start-up), services, the inbox's executor and the blueprints.
+``role="worker"`` builds the same app for a Celery worker (app/worker.py,
+QUEUE_BACKEND=celery): its inbox runs the turns the web processes enqueue.
 """
 from __future__ import annotations
 
@@ -18,11 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config=None, role: str = "web") -> Flask:
-    """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env).
-
-    ``role``: "web" (the default) or "worker" (app/worker.py, QUEUE_BACKEND=celery: this
-    process runs the turns its web processes enqueue).
-    """
+    """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
     from app.config import Settings, load_or_create_secret, log_boot_warnings
     from app.db import Database
     from app.inbox.queue import make_inbox
@@ -39,8 +37,7 @@ def create_app(config=None, role: str = "web") -> Flask:
 
     configure_logging(settings.log_level)
     for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
-                   settings.dashboard_password, settings.secret_key, settings.metrics_token,
-                   _url_password(settings.celery_broker_url)):
+                   settings.dashboard_password, settings.secret_key):
         register_secret(secret)
     log_boot_warnings(settings, log)
 
@@ -55,7 +52,7 @@ def create_app(config=None, role: str = "web") -> Flask:
     db = Database(settings.database_url)
     db.migrate()
     services = Services(settings=settings, db=db, started_at=time.time())
-    services.inbox = make_inbox(services, role)
+    services.inbox = make_inbox(services, role)  # QUEUE_BACKEND: thread pool or Celery
     app.extensions["endrigo"] = services
 
     from app.web import register_blueprints
@@ -70,16 +67,6 @@ def create_app(config=None, role: str = "web") -> Flask:
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes (they showed up as ~90 ms tails on /stats; bench_stats).
     gc.freeze()
-    log.info("app ready (%s mode, database %s, queue %s, %s)", "offline" if settings.offline else "online",
-             db.engine.dialect.name, settings.queue_backend, role)
+    log.info("app ready (%s mode, database %s)", "offline" if settings.offline else "online",
+             db.engine.dialect.name)
     return app
-
-
-def _url_password(url: str | None) -> str | None:
-    """The password in a URL such as redis://:secret@host/0, so that logs never show it."""
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password if url else None
-    except ValueError:
-        return None

@@ -307,13 +307,19 @@ def boot_warnings(settings: Settings) -> list[str]:
         warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
     if not settings.twilio_configured:
         warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
+    return warnings
+
+
+def shared_state_warnings(settings: Settings) -> list[str]:
+    """Per-host state that breaks once several hosts serve one deployment (Celery workers, web instances)."""
+    warnings = []
     shared = settings.queue_backend == "celery" or settings.web_instances > 1
     if shared and settings.media_backend == "local":
         warnings.append(
             "SHARED STATE: MEDIA_BACKEND=local with "
             + ("QUEUE_BACKEND=celery" if settings.queue_backend == "celery" else
                f"WEB_INSTANCES={settings.web_instances}")
-            + ": voice replies are written to this host's disk, and an instance or worker on another "
+            + ": voice replies (and the simulator's uploads) are written to this host's disk, and an instance or worker on another "
             "host cannot serve or find them. Use MEDIA_BACKEND=gcs unless every process runs on this host."
         )
     if shared and not settings.secret_key:

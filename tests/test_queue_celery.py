@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app import create_app
-from app.config import ConfigError, Settings, boot_warnings
+from app.config import ConfigError, Settings, shared_state_warnings
 from app.inbox.queue import QUEUE_NAME, CeleryInbox
 from app.models import ANSWERED, RECEIVED, Message
 from tests.conftest import post_signed, wait_for
@@ -93,20 +93,24 @@ def test_settings_require_a_redis_broker_for_celery_and_thread_stays_the_default
 
 def test_shared_state_warnings_name_local_media_and_a_per_host_secret():
     celery = dict(queue_backend="celery", celery_broker_url="redis://127.0.0.1:6379/0")
-    local_with_celery = boot_warnings(Settings.from_env(env={}, **celery))
+    local_with_celery = shared_state_warnings(Settings.from_env(env={}, **celery))
     assert any("MEDIA_BACKEND=local with QUEUE_BACKEND=celery" in w for w in local_with_celery)
     assert any("SECRET_KEY is not set" in w for w in local_with_celery)
-    two_instances = boot_warnings(Settings.from_env(env={}, web_instances=2, secret_key="x" * 32))
+    two_instances = shared_state_warnings(Settings.from_env(env={}, web_instances=2, secret_key="x" * 32))
     assert any("WEB_INSTANCES=2" in w for w in two_instances)
     assert not any("SECRET_KEY" in w for w in two_instances)
-    shared_ok = boot_warnings(Settings.from_env(env={}, media_backend="gcs", gcs_bucket_name="b",
+    shared_ok = shared_state_warnings(Settings.from_env(env={}, media_backend="gcs", gcs_bucket_name="b",
                                                 secret_key="x" * 32, **celery))
     assert not any("SHARED STATE" in w for w in shared_ok)
-    assert not any("SHARED STATE" in w for w in boot_warnings(Settings.from_env(env={})))
+    assert not any("SHARED STATE" in w for w in shared_state_warnings(Settings.from_env(env={})))
 
 
-def test_web_process_only_stores_and_enqueues_one_task_per_user(make_app, celery_settings, twilio_fake):
-    app = _web(make_app, celery_settings)
+def test_web_process_only_stores_and_enqueues_one_task_per_user(make_app, celery_settings, twilio_fake, caplog):
+    caplog.set_level(logging.WARNING)
+    app = _web(make_app, celery_settings, secret_key=None)
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("SHARED STATE: MEDIA_BACKEND=local with QUEUE_BACKEND=celery" in m for m in logged)
+    assert any("SHARED STATE: SECRET_KEY is not set" in m for m in logged)
     assert isinstance(app.extensions["endrigo"].inbox, CeleryInbox)
     for body in ("Oi", "tudo bem?", "quero um site"):
         assert _post(app, twilio_fake, "whatsapp:+5511999990001", body).status_code == 200

@@ -29,8 +29,10 @@ import logging
 import threading
 import time
 
+from app.config import shared_state_warnings
 from app.inbox import Inbox
 from app.ops import metrics
+from app.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,32 @@ ALLOWED_CALLS = frozenset({"app.channels.outbox:send_text_fallback"})
 
 
 def make_inbox(services, role: str = "web") -> Inbox:
-    """The inbox of QUEUE_BACKEND: the thread pool (default) or Celery."""
-    if services.settings.queue_backend == "celery":
+    """The inbox of QUEUE_BACKEND: the thread pool (default) or Celery.
+
+    Also what every scale-out start needs before the inbox logs anything: the broker's
+    password and the metrics token are masked in logs, and the shared-state warnings
+    (app/config.py) are logged.
+    """
+    settings = services.settings
+    register_secret(settings.metrics_token)
+    register_secret(_url_password(settings.celery_broker_url))
+    for warning in shared_state_warnings(settings):
+        log.warning(warning)
+    if settings.queue_backend == "celery":
         return CeleryInbox(services, role)
     if role != "web":
         raise ValueError("a Celery worker needs QUEUE_BACKEND=celery")
     return Inbox(services)
+
+
+def _url_password(url: str | None) -> str | None:
+    """The password in a URL such as redis://:secret@host/0."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
 
 
 def make_celery(settings):
