@@ -12,9 +12,12 @@ lock, so no beat process is needed and a dead worker's rounds are taken by anoth
         celery -A app.worker worker --loglevel INFO
 
 Defaults (app/inbox/queue.py): the threads pool with WORKERS threads, one task at a time
-per thread, acknowledged after it ran. ``--pool prefork`` also works (the app is built
-in each child, after the fork); ``--concurrency`` overrides WORKERS. Environment and
-``.env`` as for the web (main.py).
+per thread, acknowledged after it ran; ``--concurrency`` overrides WORKERS. For child
+processes use ``--pool processes`` (Celery's prefork pool under its other name: Celery
+takes an explicit ``--pool prefork`` for its own default and keeps the configured
+threads pool); the app is then built in each child, after the fork, and a child killed
+mid-task has its task put back on the queue by the parent. Environment and ``.env`` as
+for the web (main.py).
 """
 from __future__ import annotations
 

@@ -90,8 +90,9 @@ class Cluster:
             wait_for(ready, timeout=60, interval=0.1)
         self.webs.extend(started)
 
-    def start_worker(self, name: str, concurrency: int = 4, wait: bool = True, **env_extra) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "celery", "-A", "app.worker", "worker", "--pool", "threads",
+    def start_worker(self, name: str, concurrency: int = 4, wait: bool = True, pool: str = "threads",
+                     **env_extra) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "celery", "-A", "app.worker", "worker", "--pool", pool,
                 "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "--loglevel", "INFO",
                 "-n", f"{name}@%h"]
         process = self._spawn(name, argv, dict(self.env, **env_extra))

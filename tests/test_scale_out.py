@@ -215,3 +215,43 @@ def test_redis_stopped_and_restarted_under_load_loses_nothing(_twilio_server, _o
         cluster.stop()
         server.stop()
         drop()
+
+
+def test_a_prefork_child_killed_mid_turn_has_its_task_redelivered_by_celery(_twilio_server, _openai_server,
+                                                                          twilio_fake, openai_fake, tmp_path):
+    """acks_late + reject_on_worker_lost: the parent puts the dead child's task back on the queue."""
+    _redis_or_skip(REDIS_URL)
+    url, drop = throwaway_schema(TEST_DATABASE_URL)
+    prefix = unique_prefix("prefork")
+    cluster = Cluster(url, REDIS_URL, prefix, _twilio_server, _openai_server, tmp_path)
+    try:
+        cluster.start_webs(1)
+        worker = cluster.start_worker("p1", concurrency=1, pool="processes")  # = prefork (see app/worker.py)
+        openai_fake.set_latency(2.0)
+        assert cluster.post(0, twilio_fake.inbound_form(from_=phone(1), body=body(1, 1))) == 200
+
+        def child_mid_turn():
+            owners = [o.split(":")[1] for o in cluster.lease_owners()]
+            return next((int(pid) for pid in owners if int(pid) != worker.pid), None)
+        try:
+            child = wait_for(child_mid_turn, timeout=20, interval=0.05)
+        except AssertionError:
+            raise AssertionError(cluster.logs()) from None
+        os.kill(child, 9)
+        try:
+            wait_for(lambda: len(twilio_fake.sent) == 1, timeout=30, interval=0.1)
+        except AssertionError:
+            raise AssertionError(cluster.logs()) from None
+        time.sleep(1.0)
+        assert len(twilio_fake.sent) == 1 and cluster.answered() == 1
+        log = (cluster.logdir / "p1.log").read_text(errors="replace")
+        assert "WorkerLostError" in log
+        received = re.findall(r"Task endrigo\.drain\[([0-9a-f-]+)\] received", log)
+        assert any(received.count(task) >= 2 for task in received), received  # the same task, delivered again
+    finally:
+        cluster.stop()
+        drop()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
