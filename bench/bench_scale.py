@@ -47,6 +47,37 @@ from tests.pg_schema import throwaway_schema  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 WEB_WORKERS, WEB_THREADS, WORKER_THREADS = 2, 8, 8
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of ``root`` and all its descendants now alive (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields:
+                parents[int(entry)] = int(fields[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0
+    for pid in tree:
+        fields = _stat(pid)
+        if fields:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
 
 
 class Emulators:
@@ -92,6 +123,11 @@ class Deployment:
         process = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of (the web instance, the Celery workers)."""
+        web, *workers = self.processes
+        return tree_cpu_seconds(web.pid), sum(tree_cpu_seconds(w.pid) for w in workers)
 
     def start(self, workers: int) -> "Deployment":
         self._spawn("web", [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
@@ -158,6 +194,7 @@ def turns_per_second(emulators, redis_server, logdir: Path, workers: int, turns:
             return sessions[i % 16].post(url, data=body, headers={
                 "X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"}, timeout=30).status_code
 
+        web_cpu0, workers_cpu0 = deployment.cpu()
         started = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(post, range(turns)))
@@ -167,10 +204,13 @@ def turns_per_second(emulators, redis_server, logdir: Path, workers: int, turns:
                 raise RuntimeError(f"only {deployment.answered()}/{turns} answered; see {logdir}")
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        web_cpu1, workers_cpu1 = deployment.cpu()
     finally:
         deployment.stop()
     return {"workers": workers, "turns": turns, "seconds": elapsed, "tps": turns / elapsed, "posted": posted,
-            "non200": sum(1 for s in statuses if s != 200)}
+            "non200": sum(1 for s in statuses if s != 200),
+            "worker_cpu_ms": (workers_cpu1 - workers_cpu0) * 1000 / turns,
+            "web_cpu_ms": (web_cpu1 - web_cpu0) * 1000 / turns}
 
 
 def ingest(emulators, redis_server, logdir: Path, backend: str, rate: int | None, seconds: int) -> dict:
@@ -179,13 +219,16 @@ def ingest(emulators, redis_server, logdir: Path, backend: str, rate: int | None
         if rate is None:
             rps = wrk_throughput(deployment.port, deployment.forms(60_000, users=200), seconds)
             return {"backend": backend, "rps": rps, "answered": deployment.answered()}
-        latencies, errors = paced_latencies(deployment.port, deployment.forms(rate * seconds, users=200), rate,
-                                            seconds)
+        forms = deployment.forms(rate * seconds, users=200)
+        web_cpu0, _ = deployment.cpu()
+        latencies, errors = paced_latencies(deployment.port, forms, rate, seconds)
+        web_cpu1, _ = deployment.cpu()
         answered = deployment.answered()
     finally:
         deployment.stop()
     return {"backend": backend, "rate": rate, "p50": statistics.median(latencies), "p99": percentile(latencies, 99),
-            "errors": errors, "n": len(latencies), "answered": answered}
+            "errors": errors, "n": len(latencies), "answered": answered,
+            "web_cpu": (web_cpu1 - web_cpu0) / seconds}
 
 
 def main() -> None:
@@ -217,17 +260,19 @@ def main() -> None:
           f"emulators; web: gunicorn {WEB_WORKERS}x{WEB_THREADS}; workers: --pool threads --concurrency "
           f"{WORKER_THREADS}; logs in {logdir}\n")
     base = scaling[0]["tps"]
-    print("| Celery worker processes | turns | seconds | turns/s | vs 1 worker |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| Celery worker processes | turns | seconds | turns/s | vs 1 worker | worker CPU ms/turn | "
+          "web CPU ms/webhook |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for row in scaling:
         print(f"| {row['workers']} | {row['turns']} | {row['seconds']:.1f} | {row['tps']:.1f} | "
-              f"{row['tps'] / base:.2f}x |")
-    print("\n| pipeline runs in | rate msg/s | p50 ms | p99 ms | non-200 | messages answered during the run |")
-    print("|---|---:|---:|---:|---:|---:|")
+              f"{row['tps'] / base:.2f}x | {row['worker_cpu_ms']:.1f} | {row['web_cpu_ms']:.1f} |")
+    print("\n| pipeline runs in | rate msg/s | p50 ms | p99 ms | non-200 | answered during the run | "
+          "web processes' CPU (cores) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in latency:
         where = "web processes (thread)" if row["backend"] == "thread" else "2 Celery workers (celery)"
         print(f"| {where} | {row['rate']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['errors']} | "
-              f"{row['answered']} of {row['n']} |")
+              f"{row['answered']} of {row['n']} | {row['web_cpu']:.2f} |")
     if closed:
         print(f"\n| pipeline runs in | webhook req/s, wrk -t2 -c32 {max(3, args.seconds // 2)} s |")
         print("|---|---:|")

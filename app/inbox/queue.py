@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 DRAIN_TASK = "endrigo.drain"
 CALL_TASK = "endrigo.call"
 QUEUE_NAME = "endrigo.turns"
-# A user's "a task is queued" key lives at most this long: if its task is lost (a Redis
-# restart without persistence), new messages of that user are enqueued again after it.
+# A user's "a task is queued" key lives at most this long, so that a task that never runs
+# (discarded as malformed, purged by an operator) holds back that user's notifications for
+# a minute at most. Under a backlog older than this, a user may get a second task: harmless.
 QUEUED_KEY_SECONDS = 60
 # After Redis refused us, webhooks do not try it again for this long (no connect per request).
 RETRY_REDIS_AFTER_SECONDS = 1.0
