@@ -96,7 +96,9 @@ class Emulators:
 class Deployment:
     """One web instance (gunicorn) and N Celery workers on a fresh schema and an empty Redis."""
 
-    def __init__(self, emulators: Emulators, redis_server: RedisServer, backend: str, logdir: Path):
+    def __init__(self, emulators: Emulators, redis_server: RedisServer, backend: str, logdir: Path,
+                 pin: bool = False):
+        self.pin = pin
         self.url, self._drop = throwaway_schema(os.environ["TEST_DATABASE_URL"])
         self.engine = create_engine(self.url.replace("postgresql://", "postgresql+psycopg2://", 1))
         info = emulators.info
@@ -120,7 +122,10 @@ class Deployment:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        process = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # --pin: the web instance on CPU 0, workers on CPU 1 (as if the workers had a host of their own).
+        cpus = ({0} if name == "web" else {1}) if self.pin else None
+        process = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         self.processes.append(process)
         return process
 
@@ -213,8 +218,9 @@ def turns_per_second(emulators, redis_server, logdir: Path, workers: int, turns:
             "web_cpu_ms": (web_cpu1 - web_cpu0) * 1000 / turns}
 
 
-def ingest(emulators, redis_server, logdir: Path, backend: str, rate: int | None, seconds: int) -> dict:
-    deployment = Deployment(emulators, redis_server, backend, logdir).start(2 if backend == "celery" else 0)
+def ingest(emulators, redis_server, logdir: Path, backend: str, rate: int | None, seconds: int,
+           pin: bool = False) -> dict:
+    deployment = Deployment(emulators, redis_server, backend, logdir, pin).start(2 if backend == "celery" else 0)
     try:
         if rate is None:
             rps = wrk_throughput(deployment.port, deployment.forms(60_000, users=200), seconds)
@@ -238,7 +244,11 @@ def main() -> None:
     parser.add_argument("--answer-latency", type=float, default=0.5)
     parser.add_argument("--send-latency", type=float, default=0.1)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--parts", default="scaling,ingest,wrk", help="which tables to measure")
+    parser.add_argument("--pin", action="store_true",
+                        help="ingest runs: web on CPU 0, Celery workers on CPU 1 (a worker host of their own)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     if not os.environ.get("TEST_DATABASE_URL"):
         sys.exit("bench_scale needs PostgreSQL: set TEST_DATABASE_URL")
     if not shutil.which("redis-server"):
@@ -248,31 +258,33 @@ def main() -> None:
     logdir = Path(tempfile.mkdtemp(prefix="bench_scale-"))
     try:
         scaling = [turns_per_second(emulators, redis_server, logdir, n, args.turns_per_worker * n)
-                   for n in (int(x) for x in args.workers.split(","))]
-        latency = [ingest(emulators, redis_server, logdir, backend, rate, args.seconds)
-                   for backend in ("thread", "celery") for rate in (80, 200)]
-        closed = [ingest(emulators, redis_server, logdir, backend, None, max(3, args.seconds // 2))
-                  for backend in ("thread", "celery")] if shutil.which("wrk") else []
+                   for n in (int(x) for x in args.workers.split(","))] if "scaling" in parts else []
+        latency = [ingest(emulators, redis_server, logdir, backend, rate, args.seconds, args.pin)
+                   for backend in ("thread", "celery") for rate in (80, 200)] if "ingest" in parts else []
+        closed = [ingest(emulators, redis_server, logdir, backend, None, max(3, args.seconds // 2), args.pin)
+                  for backend in ("thread", "celery")] if shutil.which("wrk") and "wrk" in parts else []
     finally:
         redis_server.stop()
         emulators.close()
     print(f"\n{os.cpu_count()} CPUs; answer {args.answer_latency} s, Twilio send {args.send_latency} s at the "
           f"emulators; web: gunicorn {WEB_WORKERS}x{WEB_THREADS}; workers: --pool threads --concurrency "
-          f"{WORKER_THREADS}; logs in {logdir}\n")
-    base = scaling[0]["tps"]
-    print("| Celery worker processes | turns | seconds | turns/s | vs 1 worker | worker CPU ms/turn | "
-          "web CPU ms/webhook |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for row in scaling:
-        print(f"| {row['workers']} | {row['turns']} | {row['seconds']:.1f} | {row['tps']:.1f} | "
-              f"{row['tps'] / base:.2f}x | {row['worker_cpu_ms']:.1f} | {row['web_cpu_ms']:.1f} |")
-    print("\n| pipeline runs in | rate msg/s | p50 ms | p99 ms | non-200 | answered during the run | "
-          "web processes' CPU (cores) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for row in latency:
-        where = "web processes (thread)" if row["backend"] == "thread" else "2 Celery workers (celery)"
-        print(f"| {where} | {row['rate']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['errors']} | "
-              f"{row['answered']} of {row['n']} | {row['web_cpu']:.2f} |")
+          f"{WORKER_THREADS}; {'pinned: web CPU 0, workers CPU 1; ' if args.pin else ''}logs in {logdir}\n")
+    if scaling:
+        base = scaling[0]["tps"]
+        print("| Celery worker processes | turns | seconds | turns/s | vs 1 worker | worker CPU ms/turn | "
+              "web CPU ms/webhook |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for row in scaling:
+            print(f"| {row['workers']} | {row['turns']} | {row['seconds']:.1f} | {row['tps']:.1f} | "
+                  f"{row['tps'] / base:.2f}x | {row['worker_cpu_ms']:.1f} | {row['web_cpu_ms']:.1f} |")
+    if latency:
+        print("\n| pipeline runs in | rate msg/s | p50 ms | p99 ms | non-200 | answered during the run | "
+              "web processes' CPU (cores) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for row in latency:
+            where = "web processes (thread)" if row["backend"] == "thread" else "2 Celery workers (celery)"
+            print(f"| {where} | {row['rate']} | {row['p50']:.1f} | {row['p99']:.1f} | {row['errors']} | "
+                  f"{row['answered']} of {row['n']} | {row['web_cpu']:.2f} |")
     if closed:
         print(f"\n| pipeline runs in | webhook req/s, wrk -t2 -c32 {max(3, args.seconds // 2)} s |")
         print("|---|---:|")
