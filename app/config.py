@@ -4,11 +4,14 @@ Nothing else in the code base reads ``os.environ`` for settings. ``Settings.from
 builds an immutable object; ``create_app(config)`` accepts a ``Settings`` or a dict of
 overrides (tests use the latter). Boot normalisation (phone numbers, URLs) happens here
 so that a bad value stops start-up with a message naming the variable.
+
+``load_env_file()`` reads the operator's ``.env``; every entry point calls it before it
+reads the environment (main.py, gunicorn.conf.py, migrations/env.py, app/ops/migrate.py),
+so the server, the migrations and the Flask CLI see the same settings.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import secrets
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The app's version (app.__version__), shown by /health and the status page.
+VERSION = "0.1.0"
 
 # Hosts Twilio serves inbound media from: the REST API (which redirects) and its media CDNs.
 DEFAULT_MEDIA_HOSTS = (
@@ -34,6 +39,43 @@ DEFAULT_REALTIME_MODEL = "gpt-realtime-2"
 
 class ConfigError(ValueError):
     """A configuration value is unusable; the message names the variable."""
+
+
+def load_env_file(path: str | os.PathLike | None = None, environ=None) -> Path | None:
+    """Copy the settings of one ``.env`` file into ``environ`` (default ``os.environ``).
+
+    Variables already in the environment are never overridden: the real environment
+    (systemd, Docker, the shell) wins over the file. Which file: ``path``; else the one
+    ``ENV_FILE`` names (it must exist); else the nearest ``.env`` from the current
+    directory upwards (the file ``flask`` itself reads); else the project root's
+    ``.env``. Returns the file read, or None when there is none.
+    """
+    from dotenv import dotenv_values, find_dotenv
+
+    environ = os.environ if environ is None else environ
+    named = path or environ.get("ENV_FILE")
+    if named:
+        file = Path(named).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"ENV_FILE names {str(file)!r}, which is not a file")
+    else:
+        found = find_dotenv(".env", usecwd=True)
+        file = Path(found) if found else PROJECT_ROOT / ".env"
+        if not file.is_file():
+            return None
+    for key, value in dotenv_values(file, encoding="utf-8").items():
+        if value is not None and key not in environ:
+            environ[key] = value
+    return file
+
+
+def listen_address(env=None, default_host: str = "0.0.0.0") -> str:
+    """Where the HTTP server listens: ``BIND`` (gunicorn syntax), else ``HOST:PORT``."""
+    env = os.environ if env is None else env
+    bind = _str(env, "BIND")
+    if bind:
+        return bind
+    return f"{_str(env, 'HOST', default_host)}:{_int(env, 'PORT', 5000)}"
 
 
 def normalize_whatsapp_number(value: str, variable: str = "TWILIO_PHONE_NUMBER") -> str:
@@ -95,9 +137,14 @@ class Settings:
     twilio_auth_token: str | None = None
     twilio_phone_number: str | None = None
     twilio_api_base_url: str | None = None
+    twilio_typing_indicator: bool = True
     twilio_validate_signature: bool = True
+    # TWILIO_WEBHOOK_SHARED_KEYS: (key id, secret) pairs of Twilio SharedKeys; several during a
+    # rotation. A webhook whose signature-settings header names a key is checked with its secret.
+    twilio_webhook_shared_keys: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
-    # Only tests set this: lets media downloads reach an emulator on loopback.
+    # MEDIA_ALLOW_PRIVATE_HOSTS=true (staging, emulators): media over http and from loopback/
+    # private addresses. Off in production: a MediaUrl is attacker-influenced (SSRF).
     media_allow_private_hosts: bool = False
 
     openai_api_key: str | None = None
@@ -126,7 +173,7 @@ class Settings:
     max_audio_seconds: int = 300
 
     workers: int = 8
-    coalesce_window_seconds: float = 2.0
+    coalesce_window_seconds: float = 0.8
     lease_seconds: float = 120.0
     recovery_interval_seconds: float = 30.0
     # Retry schedule for a turn whose answer failed (seconds); after the last one, the turn fails.
@@ -164,10 +211,16 @@ class Settings:
     worker_metrics_address: str | None = None
 
     # ---- derived -------------------------------------------------------------------
+    # What is configured: the one answer for the gateways, /health, the status page and the
+    # system JSON. "Configured" means the settings a provider needs are present, not that it answers.
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_api_key)
+
     @property
     def offline(self) -> bool:
         """No OpenAI key: answers come from the knowledge base alone."""
-        return not self.openai_api_key
+        return not self.openai_configured
 
     @property
     def twilio_configured(self) -> bool:
@@ -176,6 +229,10 @@ class Settings:
     @property
     def elevenlabs_configured(self) -> bool:
         return bool(self.elevenlabs_api_key)
+
+    def providers_configured(self) -> dict[str, bool]:
+        return {"twilio": self.twilio_configured, "openai": self.openai_configured,
+                "elevenlabs": self.elevenlabs_configured}
 
     def replace(self, **changes) -> "Settings":
         return _normalised(dataclasses.replace(self, **changes))
@@ -192,10 +249,13 @@ class Settings:
             twilio_auth_token=_str(env, "TWILIO_AUTH_TOKEN"),
             twilio_phone_number=_str(env, "TWILIO_PHONE_NUMBER"),
             twilio_api_base_url=_str(env, "TWILIO_API_BASE_URL"),
+            twilio_typing_indicator=_bool(env.get("TWILIO_TYPING_INDICATOR"), d.twilio_typing_indicator),
             twilio_validate_signature=_bool(env.get("TWILIO_VALIDATE_SIGNATURE"), True),
+            twilio_webhook_shared_keys=parse_shared_keys(env.get("TWILIO_WEBHOOK_SHARED_KEYS")),
             media_allowed_hosts=tuple(
                 h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
             ) or DEFAULT_MEDIA_HOSTS,
+            media_allow_private_hosts=_bool(env.get("MEDIA_ALLOW_PRIVATE_HOSTS"), False),
             openai_api_key=_str(env, "OPENAI_API_KEY"),
             openai_base_url=_str(env, "OPENAI_BASE_URL"),
             openai_model=_str(env, "OPENAI_MODEL", d.openai_model),
@@ -241,15 +301,61 @@ class Settings:
         return _normalised(cls(**values))
 
 
+SHARED_KEY_MIN_SECRET = 8  # shorter values would not even be masked in logs (app.redaction)
+_SHARED_KEY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def parse_shared_keys(raw) -> tuple[tuple[str, str], ...]:
+    """TWILIO_WEBHOOK_SHARED_KEYS: ``keyId=secret`` entries separated by commas.
+
+    The key id ends at the first ``=``; the secret is the rest (base64 secrets may end in
+    ``=``). Blank entries are ignored; a duplicate id, an entry without ``=``, an empty or
+    short secret stop start-up naming the variable (never showing a secret). Also accepts
+    the parsed form (pairs, or a dict) given as an override.
+    """
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        entries = [(str(k), str(v)) for k, v in raw.items()]
+    elif isinstance(raw, str):
+        entries = []
+        for position, entry in enumerate(raw.split(","), start=1):
+            if not entry.strip():
+                continue
+            key_id, separator, secret = entry.partition("=")
+            if not separator:
+                raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS entry {position} is not keyId=secret")
+            entries.append((key_id, secret))
+    else:
+        entries = [(str(k), str(v)) for k, v in raw]
+    keys: dict[str, str] = {}
+    for key_id, secret in entries:
+        key_id, secret = key_id.strip(), secret.strip()
+        if not _SHARED_KEY_ID.fullmatch(key_id):
+            raise ConfigError("TWILIO_WEBHOOK_SHARED_KEYS has a key id that is empty or not made of "
+                              "letters, digits, '_', '-' and '.'")
+        if key_id in keys:
+            raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS names key {key_id} twice")
+        if len(secret) < SHARED_KEY_MIN_SECRET:
+            raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS: the secret of key {key_id} is empty or shorter "
+                              f"than {SHARED_KEY_MIN_SECRET} characters")
+        keys[key_id] = secret
+    return tuple(keys.items())
+
+
 def _normalised(settings: Settings) -> Settings:
     """Validate and normalise values; raise ConfigError naming the variable."""
     changes: dict = {}
+    shared_keys = parse_shared_keys(settings.twilio_webhook_shared_keys)  # also checks an override
+    if shared_keys != settings.twilio_webhook_shared_keys:
+        changes["twilio_webhook_shared_keys"] = shared_keys
     if settings.twilio_phone_number:
         changes["twilio_phone_number"] = normalize_whatsapp_number(settings.twilio_phone_number)
     if settings.public_base_url:
         url = settings.public_base_url.rstrip("/")
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ConfigError("PUBLIC_BASE_URL must be an origin such as https://bot.example.com")
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+            raise ConfigError("PUBLIC_BASE_URL must be the app's public http(s) address, such as "
+                              "https://bot.example.com or https://example.com/bot (no query)")
         changes["public_base_url"] = url
     if settings.media_backend not in {"local", "gcs"}:
         raise ConfigError("MEDIA_BACKEND must be 'local' or 'gcs'")
@@ -290,23 +396,24 @@ def _normalised(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
-def boot_warnings(settings: Settings) -> list[str]:
-    """Warnings an operator must see at every start."""
+def security_warnings(settings: Settings) -> list[str]:
+    """The boot warnings about unsafe or ignored settings (the start-up report explains the rest)."""
     warnings = []
     if not settings.twilio_validate_signature:
         warnings.append(
             "TWILIO_VALIDATE_SIGNATURE=false: webhook signatures are NOT checked. "
             "Anyone can post fake messages. Use only for local experiments."
         )
+    if settings.media_allow_private_hosts:
+        warnings.append(
+            "MEDIA_ALLOW_PRIVATE_HOSTS=true: media downloads accept http and loopback/private "
+            "addresses (no SSRF protection). Use only for staging and local emulators."
+        )
     if settings.assistant_id:
         warnings.append(
             "ASSISTANT_ID is set but ignored: the OpenAI Assistants API was shut down on 2026-08-26; "
             "the persona now lives in documents/persona.md."
         )
-    if settings.offline:
-        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
-    if not settings.twilio_configured:
-        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
     return warnings
 
 
@@ -329,11 +436,6 @@ def shared_state_warnings(settings: Settings) -> list[str]:
             "in the environment of every web instance and worker."
         )
     return warnings
-
-
-def log_boot_warnings(settings: Settings, logger: logging.Logger) -> None:
-    for warning in boot_warnings(settings):
-        logger.warning(warning)
 
 
 # ---- the instance's own secret -------------------------------------------------------------

@@ -21,7 +21,7 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import select
 
@@ -31,6 +31,9 @@ from app.db import utcnow
 from app.localtime import WEEKDAYS_PT, now_local, to_local
 from app.models import Handoff, Lead, User
 from app.turn import UserSnapshot
+
+if TYPE_CHECKING:  # pragma: no cover - the services sit above the assistant
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class ToolArgumentError(ValueError):
 class ToolContext:
     """What a tool may touch: the services and the turn's own user (a snapshot it keeps current)."""
 
-    services: Any
+    services: "Services"
     user: UserSnapshot
     turn_id: int | None = None
     handoff_opened: bool = False

@@ -1,7 +1,10 @@
-"""Outbound channels: how a turn's reply parts leave the app.
+"""The channels: how a message comes in and how a turn's reply parts leave the app.
 
-``twilio`` sends through Twilio's REST API (real WhatsApp users); ``simulator`` records
-replies for the dashboard's chat simulator. Inbound parsing lives in app/web/webhook.py.
+``twilio`` is WhatsApp through Twilio: the inbound form (``twilio/inbound.py``), webhook
+signatures, delivery status callbacks, the outbound send and split, media download.
+``simulator`` is the dashboard's chat: its input becomes an ``Inbound``, its replies are
+recorded instead of sent. ``outbox`` is the one way out: every part is written down before
+it is sent, and sent once. ``channel_for`` picks a user's outbound channel.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ class Channel(Protocol):
     max_body_chars: int
 
     def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage: ...
+
+    def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]: ...
 
 
 def channel_for(services, user: UserSnapshot) -> Channel:

@@ -13,7 +13,8 @@ fresh checkout works:
   anonymous (real credentials hang on a token refresh offline) and URLs are signed with a
   local key and pointed at the emulator.
 
-``status()`` reports configuration for /health and never includes secrets.
+``status()`` reports configuration and contents for the dashboard's /system/advanced-status
+and never includes secrets.
 """
 from __future__ import annotations
 

@@ -3,9 +3,16 @@
 ``TwilioGateway`` sends WhatsApp messages through the REST API (pointed at an emulator
 by TWILIO_API_BASE_URL) and checks webhook signatures with Twilio's own
 ``RequestValidator``. Errors come back classified, with reasons safe to show operators.
+
+Signatures: a webhook signed with a SharedKey carries
+``X-Twilio-Webhooks-Signature-Settings: key=<keyId>,algorithm=<algorithm>``; it is checked
+with that key's secret (TWILIO_WEBHOOK_SHARED_KEYS) and the algorithm named there, and a key
+id we do not know is refused. Without a key in the header, the auth token signs (HMAC-SHA1,
+or the algorithm the header names).
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -46,17 +53,21 @@ class TwilioGateway:
                 http_client=TwilioHttpClient(timeout=15),
             )
             if settings.twilio_api_base_url:
-                # The SDK joins this base with the path: the emulator serves the same paths.
+                # The SDK joins this base with the path: the emulator serves the same paths
+                # (the REST API, and the Messaging API's typing indicator).
                 self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+                self._client.messaging.base_url = settings.twilio_api_base_url.rstrip("/")
         self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+        self._shared_key_validators = {key_id: RequestValidator(secret)
+                                       for key_id, secret in settings.twilio_webhook_shared_keys}
 
     @property
-    def can_send(self) -> bool:
-        return self._client is not None and bool(self.settings.twilio_phone_number)
+    def available(self) -> bool:
+        return self.settings.twilio_configured
 
     def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
              status_callback: str | None = None) -> SentMessage:
-        if not self.can_send:
+        if not self.available:
             raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
         kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
         if body:
@@ -78,9 +89,94 @@ class TwilioGateway:
             raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"), retryable=True) from exc
         return SentMessage(sid=message.sid, status=message.status or "queued")
 
-    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
-        """Check X-Twilio-Signature exactly as Twilio computes it (SHA-1, or SHA-256 when announced)."""
-        if not signature or self._validator is None:
-            return False
+    def typing(self, message_sid: str) -> None:
+        """Show "typing..." on the user's WhatsApp for the message we are answering (also marks it read).
+
+        Twilio keeps the indicator for 25 s or until our reply arrives. Raises TwilioSendError.
+        """
+        if self._client is None:
+            raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
+        try:
+            self._client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
+        except TwilioRestException as exc:
+            raise TwilioSendError("refused" if exc.status < 500 else "server",
+                                  redact(f"Twilio {exc.status} error {exc.code} on the typing indicator: {exc.msg}"),
+                                  retryable=exc.status >= 500, status=exc.status) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"),
+                                  retryable=True) from exc
+
+    def find_sent(self, to: str, *, since: dt.datetime, body: str | None, with_media: bool) -> list[SentMessage]:
+        """Our messages to ``to`` sent since ``since`` (naive UTC) with this body / media, newest first.
+
+        For a send whose outcome we do not know (the process died, or the answer never
+        arrived): Twilio's Messages list, filtered by To, From and DateSent, newest first,
+        then - a queued message may carry no date_sent yet - the newest page by To and From
+        alone, kept to messages created since ``since``. The Media resource does not say
+        which URL a media came from, so a media part matches by having media and no body.
+        """
+        if not self.available:
+            return []
+        since_aware = since.replace(tzinfo=dt.timezone.utc)
+        try:
+            candidates = list(self._client.messages.list(
+                to=to, from_=self.settings.twilio_phone_number, date_sent_after=since_aware, limit=50))
+            candidates += [m for m in self._client.messages.list(
+                to=to, from_=self.settings.twilio_phone_number, limit=50)
+                if m.date_created is None or m.date_created >= since_aware]
+        except TwilioRestException as exc:
+            kind = "rate_limited" if exc.status == 429 else "server" if exc.status >= 500 else "refused"
+            raise TwilioSendError(kind, redact(f"Twilio {exc.status} error {exc.code} listing messages: {exc.msg}"),
+                                  retryable=kind != "refused", status=exc.status) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"),
+                                  retryable=True) from exc
+        found: dict[str, SentMessage] = {}
+        for message in candidates:
+            if (message.direction or "").startswith("inbound") or message.sid in found:
+                continue
+            has_media = int(message.num_media or 0) > 0
+            if (with_media and has_media and not (message.body or "").strip()) or (
+                    not with_media and not has_media and (message.body or "") == (body or "")):
+                found[message.sid] = SentMessage(sid=message.sid, status=message.status or "queued")
+        return list(found.values())
+
+    def signature_problem(self, url: str, params, signature: str | None,
+                          settings_header: str | None) -> str | None:
+        """Why X-Twilio-Signature does not prove the request is Twilio's, or None when it does.
+
+        Computed exactly as Twilio does (``RequestValidator``): SHA-1, or the algorithm named in
+        the signature-settings header; with the SharedKey that header names, else the auth token.
+        """
+        if not signature:
+            return "missing X-Twilio-Signature"
+        key_id = signature_key_id(settings_header)
+        if key_id is not None:
+            validator = self._shared_key_validators.get(key_id)
+            if validator is None:
+                return "unknown signing key"
+        elif self._validator is None:
+            return "no auth token to check X-Twilio-Signature"
+        else:
+            validator = self._validator
         algorithm = get_signature_algorithm(settings_header)
-        return self._validator.validate(url, params, signature, algorithm=algorithm)
+        if not validator.validate(url, params, signature, algorithm=algorithm):
+            return "invalid X-Twilio-Signature"
+        return None
+
+    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
+        return self.signature_problem(url, params, signature, settings_header) is None
+
+
+def signature_key_id(settings_header: str | None) -> str | None:
+    """The SharedKey id named in X-Twilio-Webhooks-Signature-Settings (``key=<id>,algorithm=…``).
+
+    Parsed like the SDK's ``get_signature_algorithm`` reads ``algorithm``: comma-separated
+    ``name=value`` parts, blanks stripped. None when the header names no key; ``""`` when it
+    has a ``key=`` without a value (which matches no key, so it is refused).
+    """
+    for part in (settings_header or "").split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "key":
+            return value.strip()
+    return None

@@ -1,6 +1,7 @@
 """The pipeline: one ordered list of stages that turns a user's turn into a sent reply.
 
-Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module. Stages skip
+Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module; ``STAGES`` is
+the one list of their order and names. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
 attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds, and
 the Prometheus histograms of app/ops/metrics.py).
@@ -24,13 +25,20 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
     ("store", store.run),            # keep the audio (local or GCS) and get its URL
     ("send", send.run),              # split, send in order, record outbound rows
 ]
+# The stage names in order: the keys of a turn's timings, the dashboard's latency table.
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 
 
 def run_pipeline(ctx: TurnContext) -> None:
-    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail."""
+    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail.
+
+    Between stages a stale attempt (a newer message arrived before the decision) stops with
+    ``TurnSuperseded``: nothing of it has been sent, and the inbox answers the grown turn.
+    """
     begun = time.perf_counter()
     try:
         for name, stage in STAGES:
+            ctx.check_superseded()
             started = time.perf_counter()
             try:
                 stage(ctx)

@@ -1,4 +1,4 @@
-"""Stage 6: Endrigo's cloned voice (ElevenLabs) when a voice reply is due.
+"""The speak stage: Endrigo's cloned voice (ElevenLabs) when a voice reply is due.
 
 Due when the user's preference is ``audio``, or ``auto`` and they sent a voice note.
 Anything that goes wrong here (no key, quota, timeout, too little time left in the
@@ -20,6 +20,8 @@ MAX_SPOKEN_CHARS = 900
 
 
 def run(ctx: TurnContext) -> None:
+    if ctx.decided:
+        return  # the stored parts (voice note included) are what gets sent
     ctx.reply_kind = "text"
     if not ctx.answer_text or not voice_reply_due(ctx.user.reply_mode, ctx.has_voice_note):
         return

@@ -1,4 +1,4 @@
-"""Stage 7: store the synthesized voice note (local disk or GCS) and get the URL Twilio fetches."""
+"""The store stage: keep the synthesized voice note (local disk or GCS) and get the URL Twilio fetches."""
 from __future__ import annotations
 
 from app.audio.formats import suffix_for_mime
@@ -6,7 +6,7 @@ from app.pipeline.context import TurnContext
 
 
 def run(ctx: TurnContext) -> None:
-    if ctx.reply_kind != "audio" or not ctx.audio_bytes:
+    if ctx.decided or ctx.reply_kind != "audio" or not ctx.audio_bytes:
         return
     try:
         stored = ctx.services.storage.save(

@@ -14,7 +14,7 @@ import logging
 from flask import Blueprint, Response, abort, request
 
 from app.channels.outbox import send_text_fallback
-from app.channels.twilio.inbound import BadWebhook, parse_inbound
+from app.channels.twilio.inbound import BadWebhook, parse_inbound, webhook_fields
 from app.channels.twilio.signature import signature_failure
 from app.channels.twilio.status import record_delivery_status
 from app.logging import work_context
@@ -32,14 +32,14 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 def verify_signature(inbound: bool = False) -> None:
     svc = current_services()
-    reason, url = signature_failure(request, svc.settings, svc.twilio)
+    reason, url, app_url = signature_failure(request, svc.settings, svc.twilio)
     if reason is not None:
         if inbound:
             metrics.webhook("bad_signature")
         log.warning("rejected webhook (%s) for %s", reason, url.split("?", 1)[0])
         abort(Response(reason, status=403, mimetype="text/plain"))
     if svc.settings.twilio_validate_signature:
-        svc.remember_base_url(url)  # only a URL Twilio signed tells us our public origin
+        svc.remember_base_url(app_url)  # only a URL Twilio signed tells us our public address
 
 
 def twiml() -> Response:
@@ -50,8 +50,7 @@ def twiml() -> Response:
 def inbound_message():
     verify_signature(inbound=True)
     try:
-        # A plain dict: MultiDict.get builds an exception object for every absent field.
-        inbound = parse_inbound(request.form.to_dict())
+        inbound = parse_inbound(webhook_fields(request))
     except BadWebhook as exc:
         metrics.webhook("bad_request")
         return Response(str(exc), status=400, mimetype="text/plain")

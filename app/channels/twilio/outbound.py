@@ -93,3 +93,8 @@ class TwilioChannel:
             media_url=part.media_url,
             status_callback=callback,
         )
+
+    def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]:
+        """Messages Twilio holds that this part's send may have created (newest first)."""
+        return self.services.twilio.find_sent(f"whatsapp:{user.phone}", since=since, body=part.body,
+                                              with_media=bool(part.media_url))

@@ -10,12 +10,12 @@ import logging
 
 from sqlalchemy import select
 
-from app.models import FAILED_DELIVERY_STATUSES, Message
+from app.models import FAILED_DELIVERY_STATUSES, STATUS_CHARS, TERMINAL_STATUSES, Message, status_rank
 
 log = logging.getLogger(__name__)
 
-# Delivery statuses in the order they happen; a late callback never moves a row backwards.
-_STATUS_RANK = {"sending": 0, "accepted": 1, "scheduled": 1, "queued": 2, "sent": 3, "delivered": 4, "read": 5}
+# Longest SID Twilio issues is 34 characters; anything longer cannot be ours.
+MAX_SID_CHARS = 64
 
 
 def record_delivery_status(db, sid: str, status: str, error_code: str | None,
@@ -23,8 +23,13 @@ def record_delivery_status(db, sid: str, status: str, error_code: str | None,
     """Update the outbound row; return the turn id when its voice note failed and text must follow.
 
     The row is found by Twilio's SID, or - when the callback beats us to recording that SID -
-    by the row id our StatusCallback URL carries.
+    by the row id our StatusCallback URL carries. Any status string is stored as it came
+    (bounded to the column); one we do not know never moves a row backwards (models.status_rank).
     """
+    status = status[:STATUS_CHARS]
+    error_code = error_code[:32] if error_code else None
+    if len(sid) > MAX_SID_CHARS:
+        return None
     with db.session() as session:
         row = session.scalar(select(Message).where(Message.provider_sid == sid, Message.direction == "out"))
         if row is None and row_id is not None:
@@ -35,9 +40,9 @@ def record_delivery_status(db, sid: str, status: str, error_code: str | None,
         if row is None:
             log.info("status %s for an unknown MessageSid", status)
             return None
-        if row.status in FAILED_DELIVERY_STATUSES:
+        if row.status in TERMINAL_STATUSES and row.status != "refused":
             return None  # terminal
-        if status not in FAILED_DELIVERY_STATUSES and _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(row.status, 0):
+        if status not in FAILED_DELIVERY_STATUSES and status_rank(status) < status_rank(row.status):
             return None  # a late "sent" after "delivered"
         row.status = status
         if error_code:

@@ -32,6 +32,7 @@ STATUS_LABELS = {
     "sent": "enviada", "delivered": "entregue", "read": "lida", "undelivered": "não entregue",
     "waiting_retry": "aguardando nova tentativa", "scheduled": "agendada", "open": "aberto", "closed": "encerrado",
 }
+# One label per pipeline stage (app.pipeline.STAGE_NAMES) and the whole turn; a test keeps them in step.
 STAGE_LABELS = {
     "download": "download", "convert": "conversão", "transcribe": "transcrição", "retrieve": "busca",
     "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio", "end_to_end": "total",
