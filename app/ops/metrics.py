@@ -197,15 +197,15 @@ def serve(settings, registry: CollectorRegistry) -> threading.Thread:
     class Threaded(socketserver.ThreadingMixIn, WSGIServer):
         daemon_threads = True
 
-    def application(environ, start_response):
-        if environ.get("PATH_INFO") != "/metrics":
+    def application(wsgi_env, start_response):
+        if wsgi_env.get("PATH_INFO") != "/metrics":
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found\n"]
-        if not authorized(environ.get("HTTP_AUTHORIZATION"), settings.metrics_token):
+        if not authorized(wsgi_env.get("HTTP_AUTHORIZATION"), settings.metrics_token):
             start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                                 ("WWW-Authenticate", 'Bearer realm="metrics"')])
             return [b"a bearer token is required\n"]
-        body, content_type = exposition(registry, environ.get("HTTP_ACCEPT"))
+        body, content_type = exposition(registry, wsgi_env.get("HTTP_ACCEPT"))
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
 
