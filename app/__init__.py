@@ -54,6 +54,10 @@ def create_app(config=None, role: str = "web") -> Flask:
 
     db = Database(settings.database_url)
     db.migrate()
+    from app.operators import bootstrap_admin
+
+    # DASHBOARD_PASSWORD is the bootstrap operator "admin" (docs/OPERATORS.md).
+    bootstrap_admin(db, settings)
     services = Services(settings=settings, db=db, started_at=time.time())
     services.inbox = make_inbox(services, role)  # QUEUE_BACKEND: thread pool or Celery
     app.extensions["endrigo"] = services

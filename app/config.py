@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.business_hours import BusinessHours, BusinessHoursError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The app's version (app.__version__), shown by /health and the status page.
 VERSION = "0.1.0"
@@ -179,6 +181,13 @@ class Settings:
     # Retry schedule for a turn whose answer failed (seconds); after the last one, the turn fails.
     retry_backoff_seconds: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0)
     handoff_expiry_hours: float = 24.0
+    # Human takeover (app/assistant/handoff.py): the team's hours, the wait for a first
+    # operator answer (counted from the next opening), and where the team is notified.
+    business_hours: str = "mon-fri 09:00-18:00"
+    handoff_timeout_hours: float = 4.0
+    handoff_notify_webhook_url: str | None = None
+    handoff_notify_whatsapp: tuple[str, ...] = ()
+    handoff_notify_content_sid: str | None = None
     turn_budget_seconds: float = 8.0
 
     dashboard_password: str | None = None
@@ -225,6 +234,11 @@ class Settings:
     @property
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
+
+    @property
+    def hours(self):
+        """BUSINESS_HOURS, parsed (validated at start-up)."""
+        return BusinessHours.parse(self.business_hours)
 
     @property
     def elevenlabs_configured(self) -> bool:
@@ -282,6 +296,12 @@ class Settings:
             coalesce_window_seconds=_float(env, "COALESCE_WINDOW_SECONDS", d.coalesce_window_seconds),
             recovery_interval_seconds=_float(env, "RECOVERY_INTERVAL_SECONDS", d.recovery_interval_seconds),
             handoff_expiry_hours=_float(env, "HANDOFF_EXPIRY_HOURS", d.handoff_expiry_hours),
+            business_hours=_str(env, "BUSINESS_HOURS", d.business_hours),
+            handoff_timeout_hours=_float(env, "HANDOFF_TIMEOUT_HOURS", d.handoff_timeout_hours),
+            handoff_notify_webhook_url=_str(env, "HANDOFF_NOTIFY_WEBHOOK_URL"),
+            handoff_notify_whatsapp=tuple(
+                n.strip() for n in (_str(env, "HANDOFF_NOTIFY_WHATSAPP") or "").split(",") if n.strip()),
+            handoff_notify_content_sid=_str(env, "HANDOFF_NOTIFY_CONTENT_SID"),
             dashboard_password=_str(env, "DASHBOARD_PASSWORD"),
             secret_key=_str(env, "SECRET_KEY"),
             assistant_id=_str(env, "ASSISTANT_ID"),
@@ -361,6 +381,20 @@ def _normalised(settings: Settings) -> Settings:
         raise ConfigError("MEDIA_BACKEND must be 'local' or 'gcs'")
     if settings.media_backend == "gcs" and not settings.gcs_bucket_name:
         raise ConfigError("GCS_BUCKET_NAME is required when MEDIA_BACKEND=gcs")
+    try:
+        BusinessHours.parse(settings.business_hours)
+    except BusinessHoursError as exc:
+        raise ConfigError(f"BUSINESS_HOURS: {exc}") from exc
+    if settings.handoff_timeout_hours <= 0:
+        raise ConfigError("HANDOFF_TIMEOUT_HOURS must be a positive number of hours")
+    if settings.handoff_notify_webhook_url and not re.match(r"^https?://[^/\s]+", settings.handoff_notify_webhook_url):
+        raise ConfigError("HANDOFF_NOTIFY_WEBHOOK_URL must be an http(s) URL")
+    numbers = tuple(normalize_whatsapp_number(n, "HANDOFF_NOTIFY_WHATSAPP") for n in settings.handoff_notify_whatsapp)
+    if numbers != settings.handoff_notify_whatsapp:
+        changes["handoff_notify_whatsapp"] = numbers
+    if settings.handoff_notify_content_sid and not re.fullmatch(r"HX[0-9a-fA-F]{32}",
+                                                                settings.handoff_notify_content_sid):
+        raise ConfigError("HANDOFF_NOTIFY_CONTENT_SID must be a Content template SID (HX + 32 hex digits)")
     if settings.workers < 1:
         raise ConfigError("WORKERS must be at least 1")
     if settings.recovery_interval_seconds * 2 > settings.lease_seconds:

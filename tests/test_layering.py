@@ -22,7 +22,7 @@ APP = Path(__file__).resolve().parent.parent / "app"
 LAYERS: list[list[tuple[str, ...]]] = [
     # The base: settings, rows, logging, the shared vocabulary, audio formats; one group whose
     # modules may import each other (cycles aside).
-    [("app.config", "app.db", "app.models", "app.logging", "app.redaction", "app.localtime", "app.turn",
+    [("app.config", "app.db", "app.models", "app.logging", "app.redaction", "app.localtime", "app.business_hours", "app.turn",
       "app.audio")],
     [("app.ops",), ("app.operators",)],  # just above the base, side by side: neither imports the other
     [("app.clients",)],  # the only importers of vendor SDKs
@@ -236,5 +236,5 @@ def test_the_checker_refuses_an_upward_import_and_a_vendor_sdk_outside_clients(t
     })
     graph = import_graph(root)
     assert upward_imports(graph) == ["app.config:1 imports app.web.views (app.config/app.db/app.models/"
-                                     "app.logging/app.redaction/app.localtime/app.turn/app.audio -> app.web)"]
+                                     "app.logging/app.redaction/app.localtime/app.business_hours/app.turn/app.audio -> app.web)"]
     assert vendor_imports_outside(root) == ["app.web.views:2 imports openai"]

@@ -13,6 +13,7 @@ or the algorithm the header names).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 
@@ -66,11 +67,17 @@ class TwilioGateway:
         return self.settings.twilio_configured
 
     def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
-             status_callback: str | None = None) -> SentMessage:
+             status_callback: str | None = None, content_sid: str | None = None,
+             content_variables: dict | None = None) -> SentMessage:
+        """Send a free-form message, or a Content template (``content_sid``) outside the 24-hour window."""
         if not self.available:
             raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
         kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
-        if body:
+        if content_sid:
+            kwargs["content_sid"] = content_sid
+            if content_variables:
+                kwargs["content_variables"] = json.dumps(content_variables, ensure_ascii=False)
+        elif body:
             kwargs["body"] = body
         if media_url:
             kwargs["media_url"] = [media_url]

@@ -14,13 +14,13 @@ adds them up):
 
 Read from the database at each scrape (the same for every instance; nothing to add up):
 
-* ``endrigo_turns_total{outcome}`` — turns that ended: answered, silent (a human handoff
-  was open: the bot stayed quiet), failed (the apology went out);
+* ``endrigo_turns_total{outcome}`` — turns that ended: answered (by the bot, or kept for
+  the team while a handoff is open), team (an operator's reply), failed (the apology went out);
 * ``endrigo_turns_abandoned`` — turns being processed whose lease is free or expired:
   their processor died and the recovery sweep has not taken them up yet;
 * ``endrigo_turns_waiting_retry``, ``endrigo_queue_depth`` (inbound messages not yet
   answered), ``endrigo_handoffs_open``, ``endrigo_messages_waiting_for_human`` (inbound
-  messages received while their user's handoff is open);
+  messages the bot left to the team, not answered by it yet);
 * ``endrigo_queue_tasks_waiting`` — drain tasks waiting in Redis (QUEUE_BACKEND=celery).
 
 Labels are fixed vocabularies (no phone number, no user id, no message text).
@@ -102,7 +102,7 @@ class DatabaseCollector:
         up.add_metric([], 1)
         yield up
         turns = CounterMetricFamily("endrigo_turns", "Turns that ended, by outcome", labels=["outcome"])
-        for outcome in ("answered", "silent", "failed"):
+        for outcome in ("answered", "team", "failed"):
             turns.add_metric([outcome], figures["turns"].get(outcome, 0))
         yield turns
         for name, help_text in (
@@ -110,7 +110,7 @@ class DatabaseCollector:
             ("turns_waiting_retry", "Turns waiting for a retry"),
             ("queue_depth", "Inbound messages not yet answered"),
             ("handoffs_open", "Open human handoffs"),
-            ("messages_waiting_for_human", "Inbound messages received during their user's open handoff"),
+            ("messages_waiting_for_human", "Inbound messages left to the team and not answered yet"),
         ):
             gauge = GaugeMetricFamily(f"endrigo_{name}", help_text)
             gauge.add_metric([], figures[name])
@@ -126,17 +126,18 @@ class DatabaseCollector:
 
 def database_figures(db) -> dict:
     """One scrape's worth of database figures (a handful of indexed counts)."""
-    from sqlalchemy import and_, func, select
+    from sqlalchemy import func, select
 
     from app.db import utcnow
     from app.models import (
-        IGNORED,
         PROCESSING,
         RECEIVED,
         TURN_ANSWERED,
         TURN_FAILED,
         TURN_PROCESSING,
+        TURN_TEAM,
         TURN_WAITING_RETRY,
+        WAITING_HUMAN,
         Handoff,
         Message,
         Turn,
@@ -147,10 +148,8 @@ def database_figures(db) -> dict:
     count = select(func.count())
     with db.session() as session:
         by_status = dict(session.execute(
-            select(Turn.status, func.count()).where(Turn.status.in_((TURN_ANSWERED, TURN_FAILED)))
+            select(Turn.status, func.count()).where(Turn.status.in_((TURN_ANSWERED, TURN_TEAM, TURN_FAILED)))
             .group_by(Turn.status)).all())
-        silent = session.scalar(count.select_from(Turn).where(Turn.status == TURN_ANSWERED,
-                                                               Turn.error.is_not(None))) or 0
         abandoned = session.scalar(count.select_from(Turn).join(User, User.id == Turn.user_id).where(
             Turn.status == TURN_PROCESSING,
             (User.lease_expires_at.is_(None)) | (User.lease_expires_at < now))) or 0
@@ -158,13 +157,11 @@ def database_figures(db) -> dict:
         depth = session.scalar(count.select_from(Message).where(
             Message.direction == "in", Message.status.in_((RECEIVED, PROCESSING)))) or 0
         handoffs = session.scalar(count.select_from(Handoff).where(Handoff.is_open(now))) or 0
-        waiting_human = session.scalar(count.select_from(Message).join(
-            Handoff, and_(Handoff.user_id == Message.user_id, Handoff.is_open(now),
-                          Message.created_at >= Handoff.opened_at)).where(
-            Message.direction == "in", Message.status == IGNORED)) or 0
-    answered = by_status.get(TURN_ANSWERED, 0)
+        waiting_human = session.scalar(count.select_from(Message).where(
+            Message.direction == "in", Message.status == WAITING_HUMAN)) or 0
     return {
-        "turns": {"answered": answered - silent, "silent": silent, "failed": by_status.get(TURN_FAILED, 0)},
+        "turns": {"answered": by_status.get(TURN_ANSWERED, 0), "team": by_status.get(TURN_TEAM, 0),
+                  "failed": by_status.get(TURN_FAILED, 0)},
         "turns_abandoned": abandoned, "turns_waiting_retry": waiting_retry, "queue_depth": depth,
         "handoffs_open": handoffs, "messages_waiting_for_human": waiting_human,
     }

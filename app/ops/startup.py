@@ -75,7 +75,8 @@ def startup_report(settings: Settings, env=None) -> list[tuple[int, str]]:
     if settings.public_base_url:
         base = settings.public_base_url
         lines.append((info, f"Twilio webhook, 'A message comes in' (POST): {base}{INBOUND_PATH}"))
-        lines.append((info, f"Twilio status callback URL (POST): {base}{STATUS_PATH}"))
+        lines.append((info, f"Twilio status callback URL (POST): {base}{STATUS_PATH} (sent with every "
+                            "message: nothing to paste)"))
     else:
         local = local_base_url(env)
         lines.append((warn, "PUBLIC_BASE_URL is unset: Twilio needs the public https origin it calls (a "

@@ -21,7 +21,7 @@ from app.assistant import offline
 from app.assistant.formatting import to_whatsapp
 from app.assistant.prompt import build_instructions, load_history
 from app.assistant.reply_mode import voice_reply_due
-from app.assistant.tools import ToolContext, execute, tool_definitions
+from app.assistant.tools import ToolContext, execute, request_human_handoff, tool_definitions, update_user_profile
 from app.clients.errors import GatewayError, turn_error
 from app.knowledge import load_persona
 from app.pipeline import notices
@@ -78,7 +78,34 @@ def run(ctx: TurnContext) -> None:
     if ctx.services.openai.available:
         ctx.answer_text = answer_turn(ctx)
     else:
-        ctx.answer_text = offline.answer(ctx.user_text, ctx.passages, ctx.user.name)
+        ctx.answer_text = offline_answer(ctx)
+
+
+def offline_answer(ctx: TurnContext) -> str:
+    """The offline responder's reply, with the conversation so far and the tools it may use."""
+    tool_ctx = ToolContext.for_turn(ctx)
+    history = load_history(ctx.services.db, ctx.user.id, ctx.turn_id)
+
+    def open_handoff(reason: str) -> bool:
+        started = time.perf_counter()
+        result = request_human_handoff(tool_ctx, {"reason": reason})
+        ctx.tool_calls.append({"name": "request_human_handoff", "arguments": {"reason": reason}, "ok": True,
+                               "error": None, "ms": round((time.perf_counter() - started) * 1000, 1),
+                               "round": 0})
+        ctx.log.info("offline: handoff %s", "already open" if result["already_open"] else "opened")
+        return bool(result["already_open"])
+
+    def prefer_voice() -> None:
+        update_user_profile(tool_ctx, {"name": None, "reply_mode": "audio"})
+
+    turn = offline.OfflineTurn(
+        name=ctx.user.name,
+        earlier_replies=[item["content"] for item in history if item["role"] == "assistant"],
+        open_handoff=open_handoff,
+        prefer_voice=prefer_voice if ctx.services.tts.available else None,
+        subsections=ctx.services.knowledge.subsections,
+    )
+    return offline.answer(ctx.user_text, ctx.passages, turn)
 
 
 def answer_turn(ctx: TurnContext) -> str:
@@ -100,7 +127,7 @@ def answer_turn(ctx: TurnContext) -> str:
         request = build_request(ctx, persona, items, allow_tools=not last_call, seconds_left=seconds_left)
         response = _call_model(ctx, tool_ctx, request)
         if response is None:  # failed after a handoff was opened: the user must still hear it
-            return FALLBACK_HANDOFF
+            return handoff_reply(tool_ctx)
         calls = [item for item in response.output if getattr(item, "type", None) == "function_call"]
         if not calls or last_call:
             break
@@ -262,7 +289,14 @@ def _refused(response) -> bool:
 
 def _fallback(tool_ctx: ToolContext, text: str) -> str:
     """Once a handoff is open the user must hear that a person will continue, whatever else failed."""
-    return FALLBACK_HANDOFF if tool_ctx.handoff_opened else text
+    return handoff_reply(tool_ctx) if tool_ctx.handoff_opened else text
+
+
+def handoff_reply(tool_ctx: ToolContext) -> str:
+    """What the user hears about an open handoff when the model could not say it: the honest
+    sentence the handoff gave (BUSINESS_HOURS), else the generic one."""
+    message = getattr(tool_ctx, "handoff_message", None)
+    return f"Certo! {message}" if message else FALLBACK_HANDOFF
 
 
 def _count_usage(ctx: TurnContext, response) -> None:

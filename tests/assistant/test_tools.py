@@ -273,7 +273,7 @@ def test_capture_lead_refuses_bad_contacts(app, args, fragment):
 
 
 def test_handoff_opens_once_and_expires_after_the_configured_hours(make_app):
-    app = make_app(start_workers=False, handoff_expiry_hours=6)
+    app = make_app(start_workers=False, handoff_expiry_hours=6, business_hours="always")
     ana = _user(app, "+5511900000001")
     tc = _tool_ctx(app, ana)
     first = _run(tc, "request_human_handoff", {"reason": "Quer falar de contrato"})

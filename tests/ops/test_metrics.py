@@ -106,7 +106,6 @@ def test_provider_errors_by_kind_and_messages_waiting_for_a_human(make_app, twil
     wait_for(lambda: value(scrape(client), "endrigo_messages_waiting_for_human") == 1)
     samples = scrape(client)
     assert value(samples, "endrigo_handoffs_open") == 1
-    assert value(samples, "endrigo_turns_total", outcome="silent") == 1
 
 
 def test_multiprocess_mode_under_gunicorn_adds_up_every_workers_counts(tmp_path, twilio_fake):

@@ -46,7 +46,7 @@ def message(app, sid: str) -> Message:
         return session.scalar(select(Message).where(Message.provider_sid == sid))
 
 
-def settled(app, sid: str, statuses=("answered", "failed", "ignored")) -> Message | None:
+def settled(app, sid: str, statuses=("answered", "failed", "ignored", "waiting_human")) -> Message | None:
     row = message(app, sid)
     return row if row is not None and row.status in statuses else None
 
@@ -529,14 +529,16 @@ def test_a_failure_after_the_handoff_still_tells_the_user(online, openai_fake):
         return {"type": "function_call", "name": "request_human_handoff", "arguments": {"reason": "contrato"}}
 
     openai_fake.set_handler(handler)
-    assert answer_stage.answer_turn(_direct_context(app)) == answer_stage.FALLBACK_HANDOFF
+    said = answer_stage.answer_turn(_direct_context(app))
+    # The honest sentence of the handoff (BUSINESS_HOURS), not a promise of "um pouquinho".
+    assert said.startswith("Certo! Já avisei a nossa equipe") and "horário de atendimento" in said
     assert health(app)["state"] == "degraded"
 
 
 # ---- human handoff -------------------------------------------------------------------------------
 
 def test_after_a_handoff_the_bot_is_silent_until_it_is_closed(online, openai_fake, twilio_fake):
-    app = online(handoff_expiry_hours=12)
+    app = online(handoff_expiry_hours=12, business_hours="always")
     openai_fake.queue_function_call("request_human_handoff", {"reason": "Quer negociar contrato"})
     openai_fake.queue_text("Combinado! Uma pessoa da equipe vai continuar a conversa por aqui.")
     assert wait_settled(app, say(app, twilio_fake, "Quero falar com uma pessoa")).status == "answered"
@@ -547,7 +549,7 @@ def test_after_a_handoff_the_bot_is_silent_until_it_is_closed(online, openai_fak
         assert 11.9 * 3600 < (handoff.expires_at - handoff.opened_at).total_seconds() <= 12 * 3600
 
     silent = wait_settled(app, say(app, twilio_fake, "Alô? Tem alguém aí?"))
-    assert silent.status == "ignored"
+    assert silent.status == "waiting_human"
     assert len(sent_to(twilio_fake)) == 1 and len(bodies(openai_fake)) == 2
 
     with app.extensions["endrigo"].db.session() as session:

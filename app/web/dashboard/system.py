@@ -23,7 +23,7 @@ from flask import current_app, jsonify, render_template, request
 from app.config import VERSION
 from app.redaction import mask_phone, redact
 from app.services import current_services
-from app.web.auth import json_endpoint, public
+from app.web.auth import admin_only, json_endpoint, public
 from app.web.dashboard.blueprint import bp
 
 STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}
@@ -36,9 +36,12 @@ WEBHOOKS = (
     {"path": "/webhook/whatsapp", "method": "POST", "status": "recommended",
      "twilio_field": "A MESSAGE COMES IN",
      "description": "Mensagens recebidas no WhatsApp (texto, áudio, mídia)."},
-    {"path": "/webhook/whatsapp/status", "method": "POST", "status": "recommended",
+    # Every message we send names this URL itself (Twilio's per-message StatusCallback), so
+    # there is nothing to paste; the sender's own field is optional and the message's wins.
+    {"path": "/webhook/whatsapp/status", "method": "POST", "status": "automatic",
      "twilio_field": "STATUS CALLBACK URL",
-     "description": "Status de entrega das nossas respostas (enviada, entregue, lida, falhou)."},
+     "description": "Status de entrega das nossas respostas (enviada, entregue, lida, falhou). "
+                    "Não precisa colar: o app informa este endereço em cada mensagem que envia."},
     {"path": "/webhook/whatsapp/v2", "method": "POST", "status": "deprecated",
      "twilio_field": None,
      "description": "Endereço de uma versão antiga. Troque por /webhook/whatsapp."},
@@ -114,16 +117,34 @@ def components() -> list[dict]:
     return cards
 
 
+KNOWLEDGE_FEATURE = {
+    "hybrid": ("book-open", "Base de conhecimento", "Busca híbrida (semântica + palavras-chave) nos documentos."),
+    "bm25": ("book-open", "Base de conhecimento",
+             "Busca por palavras-chave (BM25) nos documentos; a busca semântica liga com a chave da OpenAI "
+             "e os vetores de create_embeddings.py."),
+}
 FEATURES = (
     ("message-square", "Atendimento no WhatsApp",
      "Responde em português, na persona do Endrigo, com base nos documentos da empresa."),
     ("mic", "Mensagens de voz",
      "Transcreve os áudios recebidos e pode responder em áudio com a voz clonada do Endrigo."),
-    ("book-open", "Base de conhecimento", "Busca híbrida (semântica + palavras-chave) nos documentos."),
+    KNOWLEDGE_FEATURE["hybrid"],
     ("user-plus", "Captura de leads", "Registra nome, interesse e contato de quem quer uma proposta."),
     ("users", "Atendimento humano", "Passa a conversa para a equipe; o robô fica em silêncio até ser liberado."),
     ("terminal", "Simulador", "Converse com o robô aqui no painel, sem WhatsApp e sem chaves de API."),
 )
+
+
+def features(knowledge) -> list[tuple[str, str, str]]:
+    """The feature list as it is right now: "hybrid" search only when the knowledge base has
+    embeddings loaded and can embed queries (``KnowledgeBase.mode``), else BM25."""
+    try:
+        mode = knowledge.mode
+    except Exception:  # noqa: BLE001 - an unreadable knowledge base must not break the status page
+        current_app.logger.warning("status: knowledge base mode unavailable", exc_info=True)
+        mode = "bm25"
+    current = KNOWLEDGE_FEATURE.get(mode, KNOWLEDGE_FEATURE["bm25"])
+    return [current if feature is KNOWLEDGE_FEATURE["hybrid"] else feature for feature in FEATURES]
 
 
 @bp.get("/")
@@ -131,7 +152,7 @@ FEATURES = (
 def status():
     services = current_services()
     return render_template(
-        "status.html", components=components(), webhooks=webhooks(), features=FEATURES,
+        "status.html", components=components(), webhooks=webhooks(), features=features(services.knowledge),
         version=VERSION, uptime_seconds=int(time.time() - services.started_at),
         public_base_url_set=bool(services.settings.public_base_url),
     )
@@ -148,7 +169,8 @@ def upgrade_webhook():
         webhooks=hooks,
         base_url_source="PUBLIC_BASE_URL" if current_services().settings.public_base_url else "request",
         instructions=("No Console da Twilio (Messaging > WhatsApp senders ou Sandbox), cole a URL "
-                      "recomendada em 'A message comes in' (HTTP POST) e a de status em 'Status callback URL'."),
+                      "recomendada em 'A message comes in' (HTTP POST). A URL de status não precisa ser colada: "
+                      "o app a informa em cada mensagem que envia (StatusCallback)."),
     )
 
 
@@ -215,6 +237,7 @@ def _storage_status(services) -> dict:
 
 @bp.get("/system/advanced-status")
 @json_endpoint
+@admin_only
 def advanced_status():
     services = current_services()
     try:
@@ -238,6 +261,7 @@ def advanced_status():
 
 @bp.get("/system/realtime-status")
 @json_endpoint
+@admin_only
 def realtime_status():
     settings = current_services().settings
     return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
@@ -246,5 +270,6 @@ def realtime_status():
 
 @bp.post("/test/realtime-audio")
 @json_endpoint
+@admin_only
 def realtime_audio_test():
     return jsonify(available=False, error="not available yet", reason=REALTIME_REASON), 503

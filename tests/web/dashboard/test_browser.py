@@ -174,7 +174,7 @@ def test_simulator_reply_appears(page):
     page.click("#simulator-send")
     page.wait_for_selector(".bubble.in >> text=Quais serviços vocês oferecem?")
     reply = page.wait_for_selector(".bubble.out")
-    assert "modo offline" in reply.inner_text()
+    assert "Tráfego pago" in reply.inner_text()
     page.wait_for_selector("#simulator-typing.d-none", state="attached")
     # A voice note goes up as multipart from the page's script and plays back from the server.
     page.set_input_files("#simulator-audio", files=[{"name": "nota.ogg", "mimeType": "audio/ogg",

@@ -16,7 +16,6 @@ from sqlalchemy import select
 from app.channels.simulator.inbound import uploads_dir
 from app.db import utcnow
 from app.models import Handoff, Lead, Message, Turn, User
-from app.web.auth import LoginRateLimiter
 from tests.conftest import post_signed, wait_for
 from tests.fakes.audio_samples import speech_like_ogg
 
@@ -24,7 +23,7 @@ PASSWORD = "correct horse battery staple"
 # Routes anyone may reach: no personal data behind them (the Twilio webhooks check signatures).
 PUBLIC_ROUTES = {
     "/", "/health", "/login", "/static/<path:filename>", "/webhook/whatsapp", "/webhook/whatsapp/status",
-    "/media/<token>", "/upgrade-webhook",
+    "/media/<token>", "/upgrade-webhook", "/api/v1/openapi.json",
     "/metrics",  # its own bearer token (METRICS_TOKEN), not the operators' login: tests/ops/test_metrics.py
 }
 SAMPLE_VALUES = {"int": "1", "string": "x", "path": "x", "default": "x"}
@@ -98,12 +97,36 @@ def test_every_route_needs_login_except_the_public_allow_list(app):
     assert checked >= 15
 
 
+def test_agents_are_refused_admin_routes_and_admins_are_not(app):
+    """Every view marked @admin_only (found by walking the URL map) answers 403 to an agent."""
+    from app.operators import accounts
+
+    accounts.create(services(app).db, "agente", "agent", "senha-do-agente-1")
+    agent = app.test_client()
+    token = csrf_token(agent)
+    assert agent.post("/login", data={"name": "agente", "password": "senha-do-agente-1",
+                                      "csrf_token": token}).status_code == 302
+    admin = app.test_client()
+    login(admin)
+    admin_only = [(rule, method) for rule, method in all_routes(app)
+                  if getattr(app.view_functions[rule.endpoint], "dashboard_admin", False)]
+    assert {"/system/advanced-status", "/system/realtime-status"} <= {rule.rule for rule, _ in admin_only}
+    csrf = csrf_token(agent, "/conversations")
+    for rule, method in admin_only:
+        response = agent.open(concrete_path(rule), method=method, headers={"X-CSRFToken": csrf})
+        assert response.status_code == 403, f"{method} {rule.rule} answered {response.status_code} to an agent"
+        if method == "GET":
+            assert admin.get(concrete_path(rule)).status_code == 200, rule.rule
+    # Agents do use the conversations, the replies and the handoffs.
+    assert agent.get("/conversations").status_code == 200 and agent.get("/handoffs").status_code == 200
+
+
 def test_with_no_password_configured_private_routes_refuse_and_explain(make_app):
     app = make_app(start_workers=False)  # no DASHBOARD_PASSWORD
     client = app.test_client()
     for rule, method in all_routes(app):
-        if rule.rule in PUBLIC_ROUTES or method != "GET":
-            continue
+        if rule.rule in PUBLIC_ROUTES or method != "GET" or rule.rule.startswith("/api/"):
+            continue  # the API authenticates bearer tokens (401 without one): tests/test_api.py
         response = client.get(concrete_path(rule))
         assert response.status_code == 503, f"GET {rule.rule} answered {response.status_code}"
     page = client.get("/conversations")
@@ -145,7 +168,7 @@ def test_login_sets_a_hardened_cookie_and_logout_ends_the_session(app):
     assert "https://bot.example.com/login" in client.get("/login").get_data(as_text=True)
     token = csrf_token(client)
     wrong = client.post("/login", data={"password": "nope", "csrf_token": token})
-    assert wrong.status_code == 401 and "Senha incorreta" in wrong.get_data(as_text=True)
+    assert wrong.status_code == 401 and "Nome ou senha incorretos" in wrong.get_data(as_text=True)
     response = client.post("/login", data={"password": PASSWORD, "csrf_token": token})
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie  # PUBLIC_BASE_URL is https
@@ -175,22 +198,6 @@ def test_login_attempts_are_rate_limited_per_client_ip(app):
     other = client.post("/login", data={"password": PASSWORD, "csrf_token": token},
                         environ_base={"REMOTE_ADDR": "198.51.100.1"})
     assert other.status_code == 302
-
-
-def test_rate_limiter_window_and_global_ceiling():
-    now = [1000.0]
-    limiter = LoginRateLimiter(per_ip=2, overall=3, window=60, clock=lambda: now[0])
-    limiter.record_failure("a")
-    assert limiter.retry_after("a") == 0
-    limiter.record_failure("a")
-    assert 0 < limiter.retry_after("a") <= 61
-    now[0] += 61
-    assert limiter.retry_after("a") == 0
-    for ip in ("b", "c", "d"):  # three addresses, one failure each: the global ceiling
-        limiter.record_failure(ip)
-    assert limiter.retry_after("e") > 0
-    limiter.reset("b")
-    assert limiter.retry_after("e") > 0  # a success clears its own address only
 
 
 # ---- CSRF and headers ------------------------------------------------------------------------
@@ -331,6 +338,7 @@ def test_no_secret_appears_in_any_page_or_json(make_app, twilio_fake):
         path = rule.rule
         for name, value in values.items():
             path = path.replace(f"<int:{name}>", str(value))
+        path = path.replace("<phone>", "+5511987654321")  # the API (401 here: no token)
         assert "<" not in path, f"no sample value for {rule.rule}"
         for headers in ({}, {"Accept": "application/json"}):
             response = client.get(path, headers=headers)
@@ -396,23 +404,31 @@ def seed_conversation(app) -> dict:
                 "upload": upload, "media_key": stored.key}
 
 
-def test_conversation_list_masks_phones_searches_and_pages(app, client):
-    ids = seed_conversation(app)
+def test_conversation_list_masks_phones_puts_waiting_first_and_searches(app, client):
+    ids = seed_conversation(app)  # Maria: an open handoff, her last activity an hour ago
     with services(app).db.session() as s:
         for i in range(30):
             s.add(User(phone=f"+55219000{i:05d}", profile_name=f"Contato {i:02d}",
-                       last_seen_at=utcnow() - dt.timedelta(days=1, minutes=i)))
+                       last_seen_at=utcnow() - dt.timedelta(minutes=i)))
     html = client.get("/conversations").get_data(as_text=True)
     assert "+55 11 9****-4321" in html and "987654321" not in html and "Maria Silva" in html
-    assert "31 contatos" in html and "Página 1 de 2" in html
-    page2 = client.get("/conversations?page=2").get_data(as_text=True)
-    assert "Contato 24" in page2 and "Contato 29" in page2 and "Contato 23" not in page2  # 25 per page
+    cards = re.findall(r'data-user-id="(\d+)"', html)
+    assert cards[0] == str(ids["user"])  # waiting for a person: first, although the oldest
+    assert cards[1:4] == [str(i) for i in cards[1:4]] and "aguardando há" in html
+    listed = client.get("/conversations.json").get_json()["conversations"]
+    assert [c["name"] for c in listed[1:4]] == ["Contato 00", "Contato 01", "Contato 02"]  # then newest first
+    assert listed[0]["handoff"]["waiting_seconds"] >= 3600 and listed[0]["unread"] is True
     by_name = client.get("/conversations?q=maria").get_data(as_text=True)
-    assert "1 contato para" in by_name and f"/conversations/{ids['user']}" in by_name
-    by_digits = client.get("/conversations?q=4321").get_data(as_text=True)
-    assert "Maria Silva" in by_digits and "Contato" not in by_digits.split("<tbody>")[1]
+    assert re.findall(r'data-user-id="(\d+)"', by_name) == [str(ids["user"])]
+    by_digits = client.get("/conversations.json?q=4321").get_json()["conversations"]
+    assert [c["name"] for c in by_digits] == ["Maria Silva"]
+    waiting = client.get("/conversations.json?view=waiting").get_json()["conversations"]
+    assert [c["id"] for c in waiting] == [ids["user"]]
+    assert client.get("/conversations.json?view=mine").get_json()["conversations"] == []  # nobody took it
     wildcard = client.get("/conversations?q=%25").get_data(as_text=True)
-    assert "Nenhuma conversa encontrada" in wildcard
+    assert "Nenhuma conversa encontrada" in wildcard and 'id="inbox-empty"' in wildcard
+    client.get(f"/conversations/{ids['user']}")  # opening it marks it read for this operator
+    assert client.get("/conversations.json").get_json()["conversations"][0]["unread"] is False
 
 
 def test_transcript_shows_both_sides_audio_timings_and_delivery(app, client):
@@ -480,12 +496,12 @@ def test_an_operator_closes_a_handoff(app, client):
     assert "o robô volta a responder" in response.get_data(as_text=True)
     with services(app).db.session() as s:
         handoff = s.get(Handoff, ids["handoff"])
-        assert handoff.status == "closed" and handoff.closed_by == "operator" and handoff.closed_at is not None
+        assert handoff.status == "closed" and handoff.closed_by == "admin" and handoff.closed_at is not None
     again = client.post(f"/handoffs/{ids['handoff']}/close", data={"csrf_token": token}, follow_redirects=True)
     assert "já estava encerrado" in again.get_data(as_text=True)
     assert client.post("/handoffs/999999/close", data={"csrf_token": token}).status_code == 404
     closed_list = client.get("/handoffs?status=closed").get_data(as_text=True)
-    assert "operador" in closed_list
+    assert "admin" in closed_list
 
 
 # ---- simulator ---------------------------------------------------------------------------------
@@ -513,15 +529,16 @@ def test_simulator_text_goes_through_the_pipeline_offline(make_app):
     messages = poll_until_reply(client)
     assert messages[0]["direction"] == "in" and messages[0]["body"] == "Quais serviços vocês oferecem?"
     reply = next(m for m in messages if m["direction"] == "out")
-    assert "modo offline" in reply["body"] and reply["status"] == "delivered"
+    assert "• Tráfego pago" in reply["body"] and reply["status"] == "delivered"
     # Nothing went to Twilio, and the conversation is a simulator user.
     with services(app).db.session() as s:
         user = s.scalar(select(User).where(User.id == response.get_json()["user_id"]))
         assert user.channel == "simulator" and user.phone.startswith("sim:")
-    # Another operator's browser has a conversation of its own.
+    # The same operator in another browser (or after logging in again) has the same conversation.
     other = app.test_client()
     login(other)
-    assert other.get("/simulator/messages.json").get_json()["messages"] == []
+    assert [m["id"] for m in other.get("/simulator/messages.json").get_json()["messages"]] == \
+        [m["id"] for m in messages]
 
 
 def test_simulator_refuses_empty_input_in_portuguese(client):
