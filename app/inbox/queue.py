@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 DRAIN_TASK = "endrigo.drain"
 CALL_TASK = "endrigo.call"
 QUEUE_NAME = "endrigo.turns"
-# A user's "a task is queued" key lives at most this long, so that a task that never runs
-# (discarded as malformed, purged by an operator) holds back that user's notifications for
-# a minute at most. Under a backlog older than this, a user may get a second task: harmless.
+# A user's "a task is queued" key (its value: when) lives at least this long. A notify that
+# finds it older than two recovery intervals enqueues again: the task may have been reserved
+# by a worker that died before starting it. Under a long backlog a user may so get a second
+# task: harmless.
 QUEUED_KEY_SECONDS = 60
 # After Redis refused us, webhooks do not try it again for this long (no connect per request).
 RETRY_REDIS_AFTER_SECONDS = 1.0
@@ -138,6 +139,9 @@ class CeleryInbox(Inbox):
         self._again: set[int] = set()
         self._draining_lock = threading.Lock()
         self._housekeeping: threading.Thread | None = None
+        # A user's queued task older than this is enqueued again by the next notify (the sweep's).
+        self._stale_seconds = max(2 * self.settings.recovery_interval_seconds, 5.0)
+        self._key_seconds = int(max(QUEUED_KEY_SECONDS, 4 * self._stale_seconds))
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -172,10 +176,16 @@ class CeleryInbox(Inbox):
             metrics.enqueue_failed()
             return
         key = self.queued_key(user_id)
+        now = time.time()
         try:
-            if not self.redis.set(key, "1", nx=True, ex=QUEUED_KEY_SECONDS):
-                self._queue_ok()
-                return  # a task for this user is queued and has not started: it will see this message
+            if not self.redis.set(key, f"{now:.3f}", nx=True, ex=self._key_seconds):
+                queued_at = self.redis.get(key)
+                if queued_at is None or now - float(queued_at) < self._stale_seconds:
+                    self._queue_ok()
+                    return  # a task for this user is queued and has not started: it will see this message
+                # Queued long ago: taken by a worker that died before starting it, or a long
+                # backlog. Another task is harmless (the lease), a lost one would strand the user.
+                self.redis.set(key, f"{now:.3f}", ex=self._key_seconds)
             try:
                 self.celery.send_task(DRAIN_TASK, args=[int(user_id)])
             except BaseException:

@@ -221,3 +221,19 @@ def test_two_deliveries_of_one_users_task_in_one_worker_process_run_one_turn(
         thread.join(timeout=20)
     assert len(openai_fake.requests_to("/responses")) == 1
     assert len(twilio_fake.sent) == 1 and _count(web, ANSWERED) == 1
+
+
+def test_a_task_queued_long_ago_is_enqueued_again(make_app, celery_settings, twilio_fake):
+    """A worker that died after reserving a task, before starting it: the next notify sends another."""
+    import time
+
+    web = _web(make_app, celery_settings)
+    inbox = web.extensions["endrigo"].inbox
+    _post(web, twilio_fake, "whatsapp:+5511999990001", "Oi")
+    _post(web, twilio_fake, "whatsapp:+5511999990001", "Alô?")
+    assert _waiting_tasks(web) == 1  # fresh: deduplicated
+    inbox.redis.set(inbox.queued_key(1), f"{time.time() - inbox._stale_seconds - 1:.3f}")
+    _post(web, twilio_fake, "whatsapp:+5511999990001", "Tem alguém aí?")
+    assert _waiting_tasks(web) == 2
+    _post(web, twilio_fake, "whatsapp:+5511999990001", "?")
+    assert _waiting_tasks(web) == 2  # and fresh again
