@@ -2,6 +2,8 @@
 
 ``create_app(config=None)`` is the only place the app is assembled: settings, logging,
 database (migrated at start-up), services, the inbox's executor and the blueprints.
+``role="worker"`` builds the same app for a Celery worker (app/worker.py,
+QUEUE_BACKEND=celery): its inbox runs the turns the web processes enqueue.
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ from app.config import VERSION as __version__  # noqa: F401 - the package's vers
 log = logging.getLogger(__name__)
 
 
-def create_app(config=None) -> Flask:
+def create_app(config=None, role: str = "web") -> Flask:
     """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
     from app.config import Settings, load_or_create_secret
     from app.db import Database
-    from app.inbox import Inbox
+    from app.inbox.queue import make_inbox
     from app.logging import configure_logging
     from app.ops.model_watch import start_model_watch
     from app.ops.startup import log_startup_report
@@ -57,7 +59,7 @@ def create_app(config=None) -> Flask:
     # DASHBOARD_PASSWORD is the bootstrap operator "admin" (docs/OPERATORS.md).
     bootstrap_admin(db, settings)
     services = Services(settings=settings, db=db, started_at=time.time())
-    services.inbox = Inbox(services)
+    services.inbox = make_inbox(services, role)  # QUEUE_BACKEND: thread pool or Celery
     app.extensions["endrigo"] = services
 
     from app.web import register_blueprints

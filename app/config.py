@@ -205,6 +205,26 @@ class Settings:
     # ingestion, maintenance windows); tests use it to drive the inbox by hand.
     start_workers: bool = True
 
+    # ---- scale-out (docs/DEPLOY.md, "Scale-out") ----------------------------------------
+    # thread: turns run in each web process's thread pool (no Redis). celery: the web process
+    # only stores and enqueues; `celery -A app.worker worker` runs the turns.
+    queue_backend: str = "thread"
+    celery_broker_url: str | None = None
+    # Prefix of every Redis key of ours and of Celery's (several deployments on one Redis).
+    celery_key_prefix: str = "endrigo:"
+    # A task a worker took but never acknowledged (the whole worker was killed) is handed to
+    # another worker after this long. Longer than any one drain of a user; a duplicate
+    # delivery is harmless (the database lease), a lost one is caught by the recovery sweep.
+    celery_visibility_timeout_seconds: float = 600.0
+    # How many web instances run against this database (only used to warn about per-host state).
+    web_instances: int = 1
+    # Bearer token for GET /metrics; unset: /metrics refuses every request (401).
+    metrics_token: str | None = None
+    # prometheus-client's multiprocess directory (gunicorn workers, Celery workers on one host).
+    prometheus_multiproc_dir: str | None = None
+    # host:port where a Celery worker serves its own /metrics (workers on hosts without a web instance).
+    worker_metrics_address: str | None = None
+
     # ---- derived -------------------------------------------------------------------
     # What is configured: the one answer for the gateways, /health, the status page and the
     # system JSON. "Configured" means the settings a provider needs are present, not that it answers.
@@ -283,6 +303,7 @@ class Settings:
             turn_budget_seconds=_float(env, "TURN_BUDGET_SECONDS", d.turn_budget_seconds),
             workers=_int(env, "WORKERS", d.workers),
             coalesce_window_seconds=_float(env, "COALESCE_WINDOW_SECONDS", d.coalesce_window_seconds),
+            recovery_interval_seconds=_float(env, "RECOVERY_INTERVAL_SECONDS", d.recovery_interval_seconds),
             handoff_expiry_hours=_float(env, "HANDOFF_EXPIRY_HOURS", d.handoff_expiry_hours),
             business_hours=_str(env, "BUSINESS_HOURS", d.business_hours),
             handoff_timeout_hours=_float(env, "HANDOFF_TIMEOUT_HOURS", d.handoff_timeout_hours),
@@ -295,6 +316,15 @@ class Settings:
             assistant_id=_str(env, "ASSISTANT_ID"),
             log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
             start_workers=_bool(env.get("INBOX_ENABLED"), True),
+            queue_backend=(_str(env, "QUEUE_BACKEND", d.queue_backend) or d.queue_backend).lower(),
+            celery_broker_url=_str(env, "CELERY_BROKER_URL"),
+            celery_key_prefix=_str(env, "CELERY_KEY_PREFIX", d.celery_key_prefix),
+            celery_visibility_timeout_seconds=_float(env, "CELERY_VISIBILITY_TIMEOUT_SECONDS",
+                                                     d.celery_visibility_timeout_seconds),
+            web_instances=_int(env, "WEB_INSTANCES", d.web_instances),
+            metrics_token=_str(env, "METRICS_TOKEN"),
+            prometheus_multiproc_dir=_str(env, "PROMETHEUS_MULTIPROC_DIR"),
+            worker_metrics_address=_str(env, "WORKER_METRICS_ADDRESS"),
         )
         values.update(overrides)
         return _normalised(cls(**values))
@@ -387,6 +417,25 @@ def _normalised(settings: Settings) -> Settings:
         raise ConfigError("the recovery interval must be at most half the lease length")
     if settings.coalesce_window_seconds < 0:
         raise ConfigError("COALESCE_WINDOW_SECONDS must not be negative")
+    if settings.queue_backend not in {"thread", "celery"}:
+        raise ConfigError("QUEUE_BACKEND must be 'thread' or 'celery'")
+    if settings.queue_backend == "celery":
+        if not settings.celery_broker_url:
+            raise ConfigError("CELERY_BROKER_URL is required when QUEUE_BACKEND=celery (e.g. redis://127.0.0.1:6379/0)")
+        if not re.match(r"^rediss?://", settings.celery_broker_url):
+            raise ConfigError("CELERY_BROKER_URL must be a Redis URL (redis:// or rediss://)")
+    if settings.celery_visibility_timeout_seconds < 1:
+        raise ConfigError("CELERY_VISIBILITY_TIMEOUT_SECONDS must be at least 1")
+    if settings.web_instances < 1:
+        raise ConfigError("WEB_INSTANCES must be at least 1")
+    if settings.metrics_token is not None and len(settings.metrics_token) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters")
+    if settings.worker_metrics_address:
+        host, _, port = settings.worker_metrics_address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("WORKER_METRICS_ADDRESS must be host:port, e.g. 0.0.0.0:9808")
+        if not settings.metrics_token:
+            raise ConfigError("WORKER_METRICS_ADDRESS needs METRICS_TOKEN (the worker's /metrics is protected too)")
     scheme, _, rest = settings.database_url.partition("://")
     if scheme in {"postgres", "postgresql"}:
         # Neon/Heroku style URLs; SQLAlchemy 2.1 maps postgresql:// to psycopg 3, we ship psycopg2.
@@ -413,6 +462,27 @@ def security_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "ASSISTANT_ID is set but ignored: the OpenAI Assistants API was shut down on 2026-08-26; "
             "the persona now lives in documents/persona.md."
+        )
+    return warnings
+
+
+def shared_state_warnings(settings: Settings) -> list[str]:
+    """Per-host state that breaks once several hosts serve one deployment (Celery workers, web instances)."""
+    warnings = []
+    shared = settings.queue_backend == "celery" or settings.web_instances > 1
+    if shared and settings.media_backend == "local":
+        warnings.append(
+            "SHARED STATE: MEDIA_BACKEND=local with "
+            + ("QUEUE_BACKEND=celery" if settings.queue_backend == "celery" else
+               f"WEB_INSTANCES={settings.web_instances}")
+            + ": voice replies (and the simulator's uploads) are written to this host's disk, and an instance or worker on another "
+            "host cannot serve or find them. Use MEDIA_BACKEND=gcs unless every process runs on this host."
+        )
+    if shared and not settings.secret_key:
+        warnings.append(
+            "SHARED STATE: SECRET_KEY is not set, so each host generates its own in instance/secret_key; "
+            "sessions and media URLs signed on one host are refused on another. Set the same SECRET_KEY "
+            "in the environment of every web instance and worker."
         )
     return warnings
 

@@ -35,6 +35,7 @@ LAYERS: list[list[tuple[str, ...]]] = [
     [("app.services",)],  # builds the gateways, the knowledge base and the inbound writer once per process
     [("app.web",)],
     [("app",)],  # the factory
+    [("app.worker",)],  # the Celery entry point (QUEUE_BACKEND=celery): builds the app with the factory
 ]
 # Upward imports known today, each waiting for its fix; an entry that is fixed must leave the list.
 KNOWN_UPWARD_IMPORTS = {

@@ -11,6 +11,7 @@ import time
 
 from app.db import utcnow
 from app.models import ProviderStatus
+from app.ops import metrics
 from app.redaction import redact
 
 _OK_WRITE_INTERVAL = 10.0
@@ -30,7 +31,9 @@ class ProviderHealth:
             self._last_ok_write[name] = now
         self._write(name, last_ok_at=utcnow())
 
-    def error(self, name: str, reason: str) -> None:
+    def error(self, name: str, reason: str, kind: str | None = None) -> None:
+        """Record a failed call; ``kind`` is the gateway's error kind (a metrics label)."""
+        metrics.provider_error(name, kind)
         with self._lock:
             self._last_ok_write.pop(name, None)
         self._write(name, last_error_at=utcnow(), last_error=redact(reason)[:500])

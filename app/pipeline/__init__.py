@@ -3,7 +3,9 @@
 Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module; ``STAGES`` is
 the one list of their order and names. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
-attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
+attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds, and
+the Prometheus histograms of app/ops/metrics.py).
+
 
 A turn made only of voice notes that came in on /webhook/whatsapp/realtime takes the
 realtime voice path first (app/pipeline/realtime.py: one Realtime session, speech to
@@ -15,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from app.ops import metrics
 from app.pipeline import answer, convert, download, realtime, retrieve, send, speak, store, transcribe
 from app.pipeline.context import TurnContext
 
@@ -53,15 +56,20 @@ def run_pipeline(ctx: TurnContext) -> None:
 
 def run_stages(ctx: TurnContext, skip: tuple[str, ...] = ()) -> None:
     """Run every stage in order (but those in ``skip``)."""
-    for name, stage in STAGES:
-        if name in skip:
-            continue
-        ctx.check_superseded()
-        started = time.perf_counter()
-        try:
-            stage(ctx)
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            # Stages that did nothing cost microseconds; keep only the ones that worked.
-            if elapsed_ms >= 0.5 or name in ("answer", "send"):
-                ctx.timings[name] = round(elapsed_ms, 1)
+    begun = time.perf_counter()
+    try:
+        for name, stage in STAGES:
+            if name in skip:
+                continue
+            ctx.check_superseded()
+            started = time.perf_counter()
+            try:
+                stage(ctx)
+            finally:
+                elapsed = time.perf_counter() - started
+                # Stages that did nothing cost microseconds; keep only the ones that worked.
+                if elapsed >= 0.0005 or name in ("answer", "send"):
+                    ctx.timings[name] = round(elapsed * 1000, 1)
+                    metrics.stage_finished(name, elapsed)
+    finally:
+        metrics.pipeline_finished(time.perf_counter() - begun)

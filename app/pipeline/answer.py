@@ -208,7 +208,7 @@ def _call_model(ctx: TurnContext, tool_ctx: ToolContext, request: dict):
         _count_usage(ctx, response)
         return response
     except GatewayError as exc:
-        ctx.services.provider_health.error("openai", exc.reason)
+        ctx.services.provider_health.error("openai", exc.reason, kind=exc.kind)
         if tool_ctx.handoff_opened:
             # A retry would find the handoff open and stay silent; confirm the handoff now.
             ctx.log.warning("answer failed after a handoff was opened (%s): confirming the handoff", exc.reason)

@@ -39,7 +39,7 @@ def run(ctx: TurnContext) -> None:
         audio = _synthesize(ctx, spoken)
     except (TTSError, AudioError) as exc:
         if isinstance(exc, TTSError):
-            ctx.services.provider_health.error("elevenlabs", exc.reason)
+            ctx.services.provider_health.error("elevenlabs", exc.reason, kind=exc.kind)
         ctx.log.warning("voice reply failed (%s); answering by text", exc.kind)
         return
     ctx.services.provider_health.ok("elevenlabs")

@@ -17,7 +17,7 @@ def run(ctx: TurnContext) -> None:
             base_url="" if ctx.user.channel == "simulator" else ctx.services.public_base_url(),
         )
     except Exception as exc:  # noqa: BLE001 - storage trouble: answer by text instead
-        ctx.services.provider_health.error("storage", f"upload failed: {type(exc).__name__}")
+        ctx.services.provider_health.error("storage", f"upload failed: {type(exc).__name__}", kind="upload")
         ctx.log.warning("audio storage failed (%s); answering by text", type(exc).__name__)
         ctx.reply_kind = "text"
         return

@@ -27,7 +27,7 @@ def run(ctx: TurnContext) -> None:
         try:
             item.transcription = ctx.services.openai.transcribe(filename, data, content_type, prompt=prompt)
         except GatewayError as exc:
-            ctx.services.provider_health.error("openai", exc.reason)
+            ctx.services.provider_health.error("openai", exc.reason, kind=exc.kind)
             raise turn_error(exc, "transcribe") from exc
         ctx.services.provider_health.ok("openai")
         with ctx.services.db.session() as session:

@@ -23,19 +23,30 @@ def health():
             depth = services.inbox.depth()
         except Exception:  # noqa: BLE001 - the database answered the ping; report what we can
             depth = None
+    queue = queue_status(services)
     body = {
-        "status": "ok" if database_ok else "error",
+        # degraded: the queue is away; messages are still stored and answered once it is back.
+        "status": "error" if not database_ok else ("degraded" if queue["state"] != "ok" else "ok"),
         "mode": "offline" if settings.offline else "online",
         "version": VERSION,
         "uptime_seconds": round(time.time() - services.started_at, 1),
         "database": {"reachable": database_ok, "backend": services.db.engine.dialect.name},
         "inbox_depth": depth,
+        "queue": queue,
         "providers": {**settings.providers_configured(), "storage": settings.media_backend},
         "knowledge": _knowledge_status(services),
         # Configured OpenAI models with an announced shutdown (model names and dates only).
         "deprecations": current_deprecations(),
     }
     return jsonify(body), 200 if database_ok else 503
+
+
+def queue_status(services) -> dict:
+    """Where turns are queued (QUEUE_BACKEND) and whether that queue answers."""
+    status = getattr(services.inbox, "queue_status", None)
+    if status is None:
+        return {"backend": "thread", "state": "ok"}
+    return status()
 
 
 def _knowledge_status(services) -> dict:

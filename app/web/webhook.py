@@ -29,6 +29,7 @@ from app.channels.twilio.inbound import BadWebhook, parse_inbound, webhook_field
 from app.channels.twilio.signature import signature_failure
 from app.channels.twilio.status import record_delivery_status
 from app.logging import work_context
+from app.ops import metrics
 from app.redaction import mask_phone
 from app.services import current_services
 from app.turn import REALTIME_PATH
@@ -41,10 +42,12 @@ bp = Blueprint("webhook", __name__)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
-def verify_signature() -> None:
+def verify_signature(inbound: bool = False) -> None:
     svc = current_services()
     reason, url, app_url = signature_failure(request, svc.settings, svc.twilio)
     if reason is not None:
+        if inbound:
+            metrics.webhook("bad_signature")
         log.warning("rejected webhook (%s) for %s", reason, url.split("?", 1)[0])
         abort(Response(reason, status=403, mimetype="text/plain"))
     if svc.settings.twilio_validate_signature:
@@ -83,18 +86,21 @@ def inbound_message_v2():
 
 def ingest(path: str | None = None) -> Response:
     """Check, parse, store durably (MessageSid: idempotent), wake the inbox, answer ``<Response/>``."""
-    verify_signature()
+    verify_signature(inbound=True)
     try:
         inbound = parse_inbound(webhook_fields(request))
     except BadWebhook as exc:
+        metrics.webhook("bad_request")
         return Response(str(exc), status=400, mimetype="text/plain")
     if path is not None:
         inbound.extra["path"] = path
     with work_context(inbound.sid):
         user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
         if not created:
+            metrics.webhook("duplicate")
             log.info("duplicate MessageSid ignored")
             return twiml()
+        metrics.webhook("stored")
         log.info("inbound %s from %s stored%s", inbound.kind, mask_phone(inbound.phone),
                  f" ({path} path)" if path else "")
         current_services().inbox.notify(user_id)

@@ -24,6 +24,7 @@ PASSWORD = "correct horse battery staple"
 PUBLIC_ROUTES = {
     "/", "/health", "/login", "/static/<path:filename>", "/webhook/whatsapp", "/webhook/whatsapp/status",
     "/webhook/whatsapp/realtime", "/webhook/whatsapp/v2", "/media/<token>", "/upgrade-webhook", "/api/v1/openapi.json",
+    "/metrics",  # its own bearer token (METRICS_TOKEN), not the operators' login: tests/ops/test_metrics.py
 }
 SAMPLE_VALUES = {"int": "1", "string": "x", "path": "x", "default": "x"}
 
