@@ -10,7 +10,6 @@ import logging
 import time
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 __version__ = "0.1.0"
 
@@ -44,8 +43,12 @@ def create_app(config=None) -> Flask:
     register_secret(app.config["SECRET_KEY"])
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_request_bytes
-    # Twilio calls us through a proxy (ngrok, a load balancer): rebuild the URL it called.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+    # Twilio calls us through a proxy (ngrok, a load balancer): rebuild the URL it called,
+    # but only from the proxies configured (app/web/proxies.py): a client must not choose
+    # its own address or public URL.
+    from app.web.proxies import TrustedProxyFix
+
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxy_count, settings.trusted_proxies)
 
     db = Database(settings.database_url)
     db.migrate()

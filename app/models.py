@@ -5,15 +5,18 @@ keep a migration in step with every change here. All timestamps are naive UTC.
 
 Life of an inbound message (``Message.status``):
 ``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
-``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (a human handoff is open).
+``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (a human handoff is open, or the
+user opted out) | ``limited`` (over a per-user limit or the daily model budget; stored, not answered).
 Outbound rows: ``sending`` -> ``queued``/``sent`` (Twilio accepted it) -> ``delivered``/``read``
-or ``failed``/``undelivered`` (status callback, with ``error_code``).
+or ``failed``/``undelivered`` (status callback, with ``error_code``); or, refused by the send
+policy (app/channels/policy.py) with the reason in ``error``: ``not_sent`` (the user opted out)
+or ``held`` (outside WhatsApp's 24-hour window with no template configured).
 """
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, or_
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, or_
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from app.db import utcnow
@@ -25,6 +28,9 @@ class Base(DeclarativeBase):
 
 # Inbound statuses
 RECEIVED, PROCESSING, ANSWERED, FAILED, IGNORED = "received", "processing", "answered", "failed", "ignored"
+LIMITED = "limited"
+# Outbound rows the send policy refused (never sent; the reason is in ``error``).
+NOT_SENT, HELD = "not_sent", "held"
 # Outbound statuses that mean "Twilio has it": never send that part again.
 SENDING = "sending"
 ACCEPTED_STATUSES = {"accepted", "queued", "sending_provider", "sent", "delivered", "read", "scheduled", "receiving", "received"}
@@ -50,6 +56,10 @@ class User(Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     opted_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # An operator lifted the user's limits at this time: only messages after it count.
+    limits_lifted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The user asked for their data to be erased ("APAGAR MEUS DADOS"); cleared by the erase.
+    erasure_requested_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     # The per-user lease: only the holder processes this user's messages (across processes).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -109,6 +119,8 @@ class Message(Base):
     error_code: Mapped[str | None] = mapped_column(String(16))
     # Outbound only: position of this part in the turn's reply, for idempotent re-sends.
     part_index: Mapped[int | None] = mapped_column(Integer)
+    # Inbound voice notes: their length, counted against USER_AUDIO_SECONDS_PER_DAY.
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
     timings: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow, nullable=False)
@@ -240,4 +252,35 @@ class LoginAttempt(Base):
     __table_args__ = (
         Index("ix_login_attempts_key_created", "key", "created_at"),
         Index("ix_login_attempts_created", "created_at"),
+    )
+
+
+# ---- trust: usage counted in the database (app/ops/limits.py) ------------------------------
+
+class UsageCounter(Base):
+    """A counter per name and window, e.g. ("ai_calls", "2026-12-01"): shared by every process."""
+
+    __tablename__ = "usage_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class LimitEvent(Base):
+    """A user went over a limit in a window; the row's insertion is the "one notice per window"."""
+
+    __tablename__ = "limit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+    limit_name: Mapped[str] = mapped_column(String(32), nullable=False)
+    window_key: Mapped[str] = mapped_column(String(96), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    lifted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    lifted_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "limit_name", "window_key", name="uq_limit_events_window"),
+        Index("ix_limit_events_created", "created_at"),
     )

@@ -6,6 +6,7 @@ by TWILIO_API_BASE_URL) and checks webhook signatures with Twilio's own
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -55,7 +56,10 @@ class TwilioGateway:
         return self._client is not None and bool(self.settings.twilio_phone_number)
 
     def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
-             status_callback: str | None = None) -> SentMessage:
+             status_callback: str | None = None, content_sid: str | None = None,
+             content_variables: dict | None = None) -> SentMessage:
+        """Send one WhatsApp message: free text / one media, or a Content template
+        (``content_sid`` with ``content_variables``, the only kind allowed outside the 24-hour window)."""
         if not self.can_send:
             raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
         kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
@@ -65,6 +69,10 @@ class TwilioGateway:
             kwargs["media_url"] = [media_url]
         if status_callback:
             kwargs["status_callback"] = status_callback
+        if content_sid:
+            kwargs["content_sid"] = content_sid
+            if content_variables:
+                kwargs["content_variables"] = json.dumps(content_variables, ensure_ascii=False)
         try:
             message = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:

@@ -7,9 +7,12 @@ the turn whose voice note failed, so that its answer can follow as text.
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from app.channels.twilio.inbound import BadWebhook, clean
 from app.models import FAILED_DELIVERY_STATUSES, Message
 
 log = logging.getLogger(__name__)
@@ -18,9 +21,52 @@ log = logging.getLogger(__name__)
 _STATUS_RANK = {"sending": 0, "accepted": 1, "scheduled": 1, "queued": 2, "sent": 3, "delivered": 4, "read": 5}
 
 
+# WhatsApp error 63016: a free-form message outside the 24-hour customer-service window.
+WINDOW_CLOSED_CODE = "63016"
+_ROW_ID = re.compile(r"[0-9]{1,10}")
+_STATUS = re.compile(r"[a-z_]{1,16}")
+MAX_ROW_ID = 2**31 - 1  # an INTEGER column on PostgreSQL
+
+
+@dataclass
+class StatusUpdate:
+    sid: str
+    status: str
+    error_code: str | None
+    error_message: str | None
+    row_id: int | None
+
+
+@dataclass
+class DeliveryOutcome:
+    """What the callback asks of us next: the text of a failed voice note, or a window failure."""
+
+    text_fallback_turn: int | None = None
+    window_closed_row: int | None = None
+
+
+def parse_status_callback(form, row_arg: str | None) -> StatusUpdate:
+    """Twilio's status callback form, cleaned and bounded; BadWebhook (400) when unusable."""
+    sid = (clean(form.get("MessageSid"), 64) or clean(form.get("SmsSid"), 64)).strip()
+    status = (clean(form.get("MessageStatus"), 64) or clean(form.get("SmsStatus"), 64)).strip().lower()
+    if not sid or not status:
+        raise BadWebhook("MessageSid and MessageStatus are required")
+    if not _STATUS.fullmatch(status):
+        raise BadWebhook("MessageStatus is not a status")
+    # Twilio's error codes are numbers of 5 digits; anything else is kept as text, bounded.
+    error_code = clean(form.get("ErrorCode"), 16).strip() or None
+    error_message = clean(form.get("ErrorMessage"), 500).strip() or None
+    # ASCII digits only: "²".isdigit() is true and int("²") raises.
+    row_id = int(row_arg) if row_arg and _ROW_ID.fullmatch(row_arg) else None
+    if row_id is not None and row_id > MAX_ROW_ID:
+        row_id = None
+    return StatusUpdate(sid, status, error_code, error_message, row_id)
+
+
 def record_delivery_status(db, sid: str, status: str, error_code: str | None,
-                           error_message: str | None, row_id: int | None = None) -> int | None:
-    """Update the outbound row; return the turn id when its voice note failed and text must follow.
+                           error_message: str | None, row_id: int | None = None) -> DeliveryOutcome:
+    """Update the outbound row; say whether a failed voice note needs its text, or whether a
+    message failed because WhatsApp's 24-hour window was closed (63016).
 
     The row is found by Twilio's SID, or - when the callback beats us to recording that SID -
     by the row id our StatusCallback URL carries.
@@ -34,16 +80,19 @@ def record_delivery_status(db, sid: str, status: str, error_code: str | None,
                 row.provider_sid = sid
         if row is None:
             log.info("status %s for an unknown MessageSid", status)
-            return None
-        if row.status in FAILED_DELIVERY_STATUSES:
-            return None  # terminal
+            return DeliveryOutcome()
+        if row.status in FAILED_DELIVERY_STATUSES or row.status not in _STATUS_RANK:
+            return DeliveryOutcome()  # terminal (failed, or held / not sent by our policy)
         if status not in FAILED_DELIVERY_STATUSES and _STATUS_RANK.get(status, 0) < _STATUS_RANK.get(row.status, 0):
-            return None  # a late "sent" after "delivered"
+            return DeliveryOutcome()  # a late "sent" after "delivered"
         row.status = status
         if error_code:
             row.error_code = error_code
             row.error = (error_message or f"Twilio error {error_code}")[:500]
+        if status in FAILED_DELIVERY_STATUSES and error_code == WINDOW_CLOSED_CODE:
+            log.warning("reply failed outside the 24-hour window; it goes through the template or is held")
+            return DeliveryOutcome(window_closed_row=row.id)
         if status in FAILED_DELIVERY_STATUSES and row.kind == "audio" and row.turn_id is not None:
             log.warning("voice reply failed (%s); the answer follows as text", error_code)
-            return row.turn_id
-    return None
+            return DeliveryOutcome(text_fallback_turn=row.turn_id)
+    return DeliveryOutcome()
