@@ -122,7 +122,10 @@ def run_turn(services, turn_id: int) -> None:
         ctx.log.exception("unexpected error in the pipeline")
         outcomes.retry_or_fail(services, ctx, f"internal error: {type(exc).__name__}", "internal")
     else:
-        outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=ANSWERED)
+        if ctx.halt_status is not None:  # the gate ended the turn (opt-out, silence, limits)
+            outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=ctx.halt_status, reason=ctx.halt_reason)
+        else:
+            outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=ANSWERED)
     finally:
         shutil.rmtree(ctx.tmpdir, ignore_errors=True)
 

@@ -2,17 +2,18 @@
 
 Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
-attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
+attempt, text reply). A stage may end the turn early with ``ctx.halt`` (the gate does). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from app.pipeline import answer, convert, download, retrieve, send, speak, store, transcribe
+from app.pipeline import answer, convert, download, gate, retrieve, send, speak, store, transcribe
 from app.pipeline.context import TurnContext
 
 STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
+    ("gate", gate.run),              # opt-out / opt-in / erasure commands, silence, limits
     ("download", download.run),      # fetch media from Twilio (allowed hosts only)
     ("convert", convert.run),        # FFmpeg -> 16 kHz mono WAV, silence check
     ("transcribe", transcribe.run),  # Portuguese speech to text (OpenAI)
@@ -25,8 +26,11 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
 
 
 def run_pipeline(ctx: TurnContext) -> None:
-    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail."""
+    """Run every stage in order (until one halts the turn); exceptions propagate to the inbox,
+    which decides retry or fail."""
     for name, stage in STAGES:
+        if ctx.halt_status is not None:
+            break
         started = time.perf_counter()
         try:
             stage(ctx)

@@ -63,6 +63,13 @@ class TurnContext:
     parts: list[OutboundPart] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Set by a stage that ends the turn early (the gate): the inbound status and reason the
+    # inbox records; the remaining stages do not run.
+    halt_status: str | None = None
+    halt_reason: str | None = None
+
+    def halt(self, inbound_status: str, reason: str) -> None:
+        self.halt_status, self.halt_reason = inbound_status, reason
 
     @property
     def settings(self):
