@@ -84,8 +84,10 @@ def run(ctx: TurnContext) -> None:
         # from someone already opted out gets silence.
         if first_at is not None and opted_out_at >= first_at:
             _say(ctx, OPT_OUT_CONFIRMATION_INDEX, notices.OPTED_OUT, must=True)
-        ctx.log.info("user opted out")
-        ctx.halt(ANSWERED, "opt-out: the user asked to receive no more messages")
+            ctx.log.info("user opted out")
+            ctx.halt(ANSWERED, "opt-out: the user asked to receive no more messages")
+        else:
+            ctx.halt(IGNORED, "opted out already: the bot stays silent until the user sends VOLTAR")
         return
     if command == "opted_in_now":
         _say(ctx, OPT_IN_CONFIRMATION_INDEX, notices.OPTED_IN, must=True)
