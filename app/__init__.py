@@ -62,6 +62,9 @@ def create_app(config=None) -> Flask:
     from app.operators.cli import register_cli
 
     register_cli(app)
+    from app.inbox.cli import register_cli as register_users_cli
+
+    register_users_cli(app)
 
     if settings.start_workers:
         services.inbox.start()

@@ -2,7 +2,8 @@
 
 Recovery (at start and every RECOVERY interval) finds every user with ``received``
 messages, turns whose processor died (expired lease), or retries that are due. The hourly
-maintenance closes expired handoffs and deletes old voice files and simulator uploads.
+maintenance closes expired handoffs and deletes old voice files and simulator uploads, and
+with RETENTION_DAYS the conversation content older than that (app/inbox/privacy.py).
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def pending_count(db) -> int:
 
 
 def hourly(services) -> None:
-    """Close expired handoffs, delete old voice files and simulator uploads."""
+    """Close expired handoffs, delete old voice files and simulator uploads; apply RETENTION_DAYS."""
     settings = services.settings
     now = utcnow()
     with services.db.session() as session:
@@ -109,3 +110,7 @@ def hourly(services) -> None:
             removed += 1
     if removed:
         log.info("maintenance removed %d old media files", removed)
+    if settings.retention_days is not None:
+        from app.inbox.privacy import apply_retention
+
+        apply_retention(services, settings.retention_days)

@@ -120,6 +120,20 @@ def is_logged_in() -> bool:
     return bool(password and isinstance(token, str) and hmac.compare_digest(token, _fingerprint(password)))
 
 
+def is_admin() -> bool:
+    """Whether the operator of this request may use admin-only features (the LGPD export).
+
+    With the one shared DASHBOARD_PASSWORD there are no roles: whoever logged in holds it and
+    is the admin. Operator accounts with roles (app/operators/) answer this from the role.
+    """
+    return is_logged_in()
+
+
+def operator_name() -> str:
+    """Who acts in this request, for the audit trail (the shared login has no name of its own)."""
+    return "dashboard"
+
+
 def client_ip() -> str:
     return request.remote_addr or "unknown"
 

@@ -2,12 +2,12 @@
 
 ``blueprint.py`` creates ``bp`` with its login guard and template helpers; each view module
 registers its routes on it when imported here: ``views`` (stats, conversations, leads,
-handoffs), ``simulator`` (the chat), ``system`` (status page and system JSON); login and
+handoffs), ``simulator`` (the chat), ``system`` (status page and system JSON), ``trust`` (opt-outs, limits, held replies, LGPD); login and
 logout come from app/web/auth.py. ``stats`` computes the figures the stats page shows.
 """
 from __future__ import annotations
 
-from app.web.dashboard import simulator, system, views  # noqa: F401 - they register their routes
+from app.web.dashboard import simulator, system, trust, views  # noqa: F401 - they register their routes
 from app.web.dashboard.blueprint import bp
 
 __all__ = ["bp"]

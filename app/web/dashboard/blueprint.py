@@ -31,10 +31,15 @@ STATUS_LABELS = {
     "ignored": "ignorada", "sending": "enviando", "accepted": "aceita", "queued": "na fila",
     "sent": "enviada", "delivered": "entregue", "read": "lida", "undelivered": "não entregue",
     "waiting_retry": "aguardando nova tentativa", "scheduled": "agendada", "open": "aberto", "closed": "encerrado",
+    "limited": "limitada", "not_sent": "não enviada", "held": "retida",
+}
+LIMIT_LABELS = {
+    "messages_per_minute": "mensagens por minuto", "messages_per_day": "mensagens por dia",
+    "audio_seconds_per_day": "segundos de áudio por dia", "ai_calls_per_day": "orçamento diário de IA",
 }
 STAGE_LABELS = {
     "download": "download", "convert": "conversão", "transcribe": "transcrição", "retrieve": "busca",
-    "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio", "end_to_end": "total",
+    "gate": "triagem", "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio", "end_to_end": "total",
 }
 
 
@@ -89,6 +94,7 @@ def _template_context() -> dict:
         "password_configured": bool(services.settings.dashboard_password),
         "offline_mode": services.settings.offline,
         "status_labels": STATUS_LABELS,
+        "limit_labels": LIMIT_LABELS,
         "stage_labels": STAGE_LABELS,
     }
 

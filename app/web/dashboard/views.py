@@ -29,7 +29,7 @@ from app.db import utcnow
 from app.models import TURN_FAILED, Handoff, Lead, Message, Turn, User
 from app.redaction import redact
 from app.services import current_services
-from app.web.auth import json_endpoint, safe_next
+from app.web.auth import is_admin, json_endpoint, safe_next
 from app.web.dashboard.blueprint import bp
 from app.web.dashboard.stats import STAGES, compute_stats
 
@@ -142,7 +142,8 @@ def _search_filter(query: str):
 
 @bp.get("/conversations")
 def conversations():
-    query = (request.args.get("q") or "").strip()[:64]
+    # NUL is refused by PostgreSQL in any string: drop it (and other controls) from the search.
+    query = re.sub(r"[\x00-\x1f\x7f]", "", request.args.get("q") or "").strip()[:64]
     page = _page_arg()
     condition = _search_filter(query) if query else None
     with current_services().db.session() as session:
@@ -192,7 +193,7 @@ def transcript(user_id: int):
     } for i, m in enumerate(messages)]
     return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
                            oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
-                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED)
+                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, admin=is_admin())
 
 
 @bp.post("/turns/<int:turn_id>/retry")
