@@ -22,6 +22,11 @@ def public_request_url(request, public_base_url: str | None) -> str:
             raw += "?" + request.query_string.decode("latin-1")
     if raw.startswith("http://") or raw.startswith("https://"):  # absolute-form request target
         raw = "/" + raw.split("/", 3)[-1]
+    # A proxy that strips a path prefix announces it (X-Forwarded-Prefix -> SCRIPT_NAME via
+    # ProxyFix); Twilio signed the URL with the prefix.
+    prefix = request.environ.get("SCRIPT_NAME", "").rstrip("/")
+    if prefix and not public_base_url and not raw.startswith(prefix + "/"):
+        raw = prefix + raw
     return base + raw
 
 
