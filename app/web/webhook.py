@@ -52,7 +52,13 @@ def inbound_message():
     except BadWebhook as exc:
         return Response(str(exc), status=400, mimetype="text/plain")
     with work_context(inbound.sid):
-        user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
+        try:
+            user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
+        except Exception as exc:  # noqa: BLE001 - the database (driver errors, timeouts) or a bug
+            # Not stored: say so with a 503, so that Twilio delivers the message again.
+            log.error("inbound message not stored (%s); Twilio will retry", type(exc).__name__)
+            return Response("temporarily unavailable", status=503, mimetype="text/plain",
+                            headers={"Retry-After": "5"})
         if not created:
             log.info("duplicate MessageSid ignored")
             return twiml()
