@@ -12,8 +12,11 @@ from ``X-Forwarded-*``. Applied unconditionally it lets any client choose its ow
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+log = logging.getLogger(__name__)
 
 
 class TrustedProxyFix:
@@ -23,6 +26,7 @@ class TrustedProxyFix:
         hops = count or (1 if self.networks else 0)
         self.fixed = (ProxyFix(wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
                       if hops else None)
+        self._warned = False
 
     def _peer_trusted(self, environ) -> bool:
         if not self.networks:
@@ -36,4 +40,10 @@ class TrustedProxyFix:
     def __call__(self, environ, start_response):
         if self.fixed is not None and self._peer_trusted(environ):
             return self.fixed(environ, start_response)
+        if not self._warned and "HTTP_X_FORWARDED_FOR" in environ:
+            # Behind a proxy nobody configured, client addresses all look like the proxy's
+            # and (without PUBLIC_BASE_URL) Twilio's signatures fail: say so once.
+            self._warned = True
+            log.warning("X-Forwarded-* headers ignored: they come from an untrusted peer. Behind a proxy, "
+                        "set TRUSTED_PROXY_COUNT (or TRUSTED_PROXIES).")
         return self.wsgi_app(environ, start_response)
