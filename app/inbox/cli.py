@@ -15,6 +15,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from app.inbox import privacy
+from app.operators import audit
 from app.services import current_services
 
 CLI_ACTOR = "cli"
@@ -40,8 +41,6 @@ def _user_id(phone: str) -> int:
 @click.argument("phone")
 def export_command(phone: str) -> None:
     """Print everything stored about the user with PHONE, as JSON."""
-    from app.operators import audit
-
     services = current_services()
     user_id = _user_id(phone)
     data = privacy.export_user(services.db, user_id)

@@ -24,6 +24,7 @@ import re
 
 from sqlalchemy import delete, func, select, update
 
+from app.channels.simulator.inbound import UPLOAD_SCHEME, SimulatorInputError, upload_path
 from app.db import utcnow
 from app.models import (
     PROCESSING,
@@ -38,6 +39,7 @@ from app.models import (
     Turn,
     User,
 )
+from app.operators import audit
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ def export_user(db, user_id: int) -> dict:
 def _delete_media(services, messages) -> int:
     """Delete the files behind the messages' media URLs: our voice replies (local or GCS)
     and simulator uploads. Returns how many files were removed."""
-    from app.channels.simulator.inbound import UPLOAD_SCHEME, SimulatorInputError, upload_path
-
     removed = 0
     storage = services.storage
     for url in {m.media_url for m in messages if m.media_url}:
@@ -130,8 +130,6 @@ def _delete_media(services, messages) -> int:
 
 def erase_user(services, user_id: int, actor: str) -> dict:
     """Erase ``user_id``'s data (see the module docstring); returns the counts recorded."""
-    from app.operators import audit
-
     db = services.db
     with db.session() as session:
         user = session.get(User, user_id)
