@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.clients.storage import GCSStorage
 from app.db import utcnow
-from app.inbox import maintenance, privacy
+from app.inbox import maintenance
 from app.models import Handoff, Lead, LimitEvent, Message, OperatorAction, Turn, User
 from app.operators import audit
 from app.pipeline import notices
