@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run dev test bench embeddings clean
+.PHONY: run dev test migrate bench embeddings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ dev: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The database the app would use (DATABASE_URL from the environment or .env) to the newest schema.
+migrate: $(VENV)/.runtime
+	$(BIN)/python -m app.ops.migrate
 
 bench: $(VENV)/.dev
 	for script in bench/bench_*.py; do $(BIN)/python $$script || exit 1; done

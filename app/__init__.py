@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 
 def create_app(config=None) -> Flask:
     """Build the app. ``config``: a Settings, a dict of overrides (tests: no environment is read), or None (env)."""
-    from app.config import Settings, load_or_create_secret, log_boot_warnings
+    from app.config import Settings, load_or_create_secret
     from app.db import Database
     from app.inbox import Inbox
     from app.logging import configure_logging
+    from app.ops.model_watch import start_model_watch
+    from app.ops.startup import log_startup_report
     from app.redaction import register_secret
     from app.services import Services
 
@@ -36,7 +38,7 @@ def create_app(config=None) -> Flask:
     for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
                    settings.dashboard_password, settings.secret_key):
         register_secret(secret)
-    log_boot_warnings(settings, log)
+    log_startup_report(settings)
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["SECRET_KEY"] = settings.secret_key or load_or_create_secret(settings.instance_dir)
@@ -62,6 +64,7 @@ def create_app(config=None) -> Flask:
     from app.operators.cli import register_cli
 
     register_cli(app)
+    start_model_watch(app, services)  # may refuse to boot: OpenAI says a model every turn needs is gone
     from app.inbox.cli import register_cli as register_users_cli
 
     register_users_cli(app)

@@ -4,6 +4,10 @@ Nothing else in the code base reads ``os.environ`` for settings. ``Settings.from
 builds an immutable object; ``create_app(config)`` accepts a ``Settings`` or a dict of
 overrides (tests use the latter). Boot normalisation (phone numbers, URLs) happens here
 so that a bad value stops start-up with a message naming the variable.
+
+``load_env_file()`` reads the operator's ``.env``; every entry point calls it before it
+reads the environment (main.py, gunicorn.conf.py, migrations/env.py, app/ops/migrate.py),
+so the server, the migrations and the Flask CLI see the same settings.
 """
 from __future__ import annotations
 
@@ -35,6 +39,43 @@ DEFAULT_REALTIME_MODEL = "gpt-realtime-2"
 
 class ConfigError(ValueError):
     """A configuration value is unusable; the message names the variable."""
+
+
+def load_env_file(path: str | os.PathLike | None = None, environ=None) -> Path | None:
+    """Copy the settings of one ``.env`` file into ``environ`` (default ``os.environ``).
+
+    Variables already in the environment are never overridden: the real environment
+    (systemd, Docker, the shell) wins over the file. Which file: ``path``; else the one
+    ``ENV_FILE`` names (it must exist); else the nearest ``.env`` from the current
+    directory upwards (the file ``flask`` itself reads); else the project root's
+    ``.env``. Returns the file read, or None when there is none.
+    """
+    from dotenv import dotenv_values, find_dotenv
+
+    environ = os.environ if environ is None else environ
+    named = path or environ.get("ENV_FILE")
+    if named:
+        file = Path(named).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"ENV_FILE names {str(file)!r}, which is not a file")
+    else:
+        found = find_dotenv(".env", usecwd=True)
+        file = Path(found) if found else PROJECT_ROOT / ".env"
+        if not file.is_file():
+            return None
+    for key, value in dotenv_values(file, encoding="utf-8").items():
+        if value is not None and key not in environ:
+            environ[key] = value
+    return file
+
+
+def listen_address(env=None, default_host: str = "0.0.0.0") -> str:
+    """Where the HTTP server listens: ``BIND`` (gunicorn syntax), else ``HOST:PORT``."""
+    env = os.environ if env is None else env
+    bind = _str(env, "BIND")
+    if bind:
+        return bind
+    return f"{_str(env, 'HOST', default_host)}:{_int(env, 'PORT', 5000)}"
 
 
 def normalize_whatsapp_number(value: str, variable: str = "TWILIO_PHONE_NUMBER") -> str:
@@ -103,6 +144,7 @@ class Settings:
     twilio_auth_token: str | None = None
     twilio_phone_number: str | None = None
     twilio_api_base_url: str | None = None
+    twilio_typing_indicator: bool = True
     twilio_validate_signature: bool = True
     media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
     # Only tests set this: lets media downloads reach an emulator on loopback.
@@ -134,7 +176,7 @@ class Settings:
     max_audio_seconds: int = 300
 
     workers: int = 8
-    coalesce_window_seconds: float = 2.0
+    coalesce_window_seconds: float = 0.8
     lease_seconds: float = 120.0
     recovery_interval_seconds: float = 30.0
     # Retry schedule for a turn whose answer failed (seconds); after the last one, the turn fails.
@@ -196,6 +238,7 @@ class Settings:
             twilio_auth_token=_str(env, "TWILIO_AUTH_TOKEN"),
             twilio_phone_number=_str(env, "TWILIO_PHONE_NUMBER"),
             twilio_api_base_url=_str(env, "TWILIO_API_BASE_URL"),
+            twilio_typing_indicator=_bool(env.get("TWILIO_TYPING_INDICATOR"), d.twilio_typing_indicator),
             twilio_validate_signature=_bool(env.get("TWILIO_VALIDATE_SIGNATURE"), True),
             media_allowed_hosts=tuple(
                 h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
@@ -294,6 +337,16 @@ def _normalised(settings: Settings) -> Settings:
 
 def boot_warnings(settings: Settings) -> list[str]:
     """Warnings an operator must see at every start."""
+    warnings = security_warnings(settings)
+    if settings.offline:
+        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
+    if not settings.twilio_configured:
+        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
+    return warnings
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """The boot warnings about unsafe or ignored settings (the start-up report explains the rest)."""
     warnings = []
     if not settings.twilio_validate_signature:
         warnings.append(
@@ -305,10 +358,6 @@ def boot_warnings(settings: Settings) -> list[str]:
             "ASSISTANT_ID is set but ignored: the OpenAI Assistants API was shut down on 2026-08-26; "
             "the persona now lives in documents/persona.md."
         )
-    if settings.offline:
-        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
-    if not settings.twilio_configured:
-        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
     return warnings
 
 

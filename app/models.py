@@ -7,10 +7,11 @@ Life of an inbound message (``Message.status``):
 ``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
 ``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (a human handoff is open, or the
 user opted out) | ``limited`` (over a per-user limit or the daily model budget; stored, not answered).
-Outbound rows: ``sending`` -> ``queued``/``sent`` (Twilio accepted it) -> ``delivered``/``read``
-or ``failed``/``undelivered`` (status callback, with ``error_code``); or, refused by the send
-policy (app/channels/policy.py) with the reason in ``error``: ``not_sent`` (the user opted out)
-or ``held`` (outside WhatsApp's 24-hour window with no template configured).
+Outbound rows: ``pending`` (decided with the turn's answer) -> ``sending`` (the send began) ->
+any status Twilio reports, stored as it came (``queued``/``sent`` ... ``delivered``/``read``, or
+``failed``/``undelivered`` with ``error_code``); ``refused`` when Twilio refused it at send time;
+or, refused by the send policy (app/channels/policy.py) with the reason in ``error``:
+``not_sent`` (the user opted out) or ``held`` (outside WhatsApp's 24-hour window, no template).
 """
 from __future__ import annotations
 
@@ -41,13 +42,28 @@ class Base(DeclarativeBase):
 
 # Inbound statuses
 RECEIVED, PROCESSING, ANSWERED, FAILED, IGNORED = "received", "processing", "answered", "failed", "ignored"
-LIMITED = "limited"
+# Outbound statuses of our own, before Twilio has the part:
+PENDING = "pending"  # decided and stored with the turn's answer, not sent yet
+SENDING = "sending"  # the send began; without a SID its outcome is unknown until reconciled
+REFUSED = "refused"  # Twilio refused it at send time (4xx): a retry of the turn does not resend it
+CANCELED_BY_US = "skipped"  # not sent on purpose (e.g. the rest of a refused voice reply went as text)
+# Twilio's message statuses (message_enum_status in the 2010 API spec) in the order they happen.
+# A status never moves a row backwards; one we do not know ranks just above "sending", so it
+# replaces only our own in-flight marks, and it is stored as it came.
+STATUS_RANK = {"pending": -1, "sending": 0, "accepted": 1, "scheduled": 1, "queued": 2, "sent": 4,
+               "partially_delivered": 5, "delivered": 6, "read": 7}
+UNKNOWN_STATUS_RANK = 1
+LIMITED = "limited"  # inbound: over a per-user limit or the daily model budget (app/ops/limits.py)
 # Outbound rows the send policy refused (never sent; the reason is in ``error``).
 NOT_SENT, HELD = "not_sent", "held"
-# Outbound statuses that mean "Twilio has it": never send that part again.
-SENDING = "sending"
-ACCEPTED_STATUSES = {"accepted", "queued", "sending_provider", "sent", "delivered", "read", "scheduled", "receiving", "received"}
 FAILED_DELIVERY_STATUSES = {"failed", "undelivered"}
+TERMINAL_STATUSES = FAILED_DELIVERY_STATUSES | {"canceled", REFUSED, CANCELED_BY_US}
+STATUS_CHARS = 32
+
+
+def status_rank(status: str) -> int:
+    return STATUS_RANK.get(status, UNKNOWN_STATUS_RANK)
+
 
 # Turn statuses
 TURN_PROCESSING, TURN_WAITING_RETRY, TURN_ANSWERED, TURN_FAILED = "processing", "waiting_retry", "answered", "failed"
@@ -98,6 +114,10 @@ class Turn(Base):
     reply_text: Mapped[str | None] = mapped_column(Text)
     reply_kind: Mapped[str | None] = mapped_column(String(8))  # text | audio
     holding_sent: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # When the answer and all its parts were stored, before the first send: the turn is frozen.
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Model calls and tokens: {"model_calls", "input_tokens", "cached_tokens", "output_tokens"}.
+    usage: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(32))
     timings: Mapped[dict | None] = mapped_column(JSON)
@@ -127,14 +147,17 @@ class Message(Base):
     num_media: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     # Provider fields we keep for the turn (location, button payload, reply-to ...); no secrets.
     extra: Mapped[dict | None] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # Any status Twilio sends fits (its enum includes partially_delivered; new values may come).
+    status: Mapped[str] = mapped_column(String(STATUS_CHARS), nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
-    error_code: Mapped[str | None] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(32))
     # Outbound only: position of this part in the turn's reply, for idempotent re-sends.
     part_index: Mapped[int | None] = mapped_column(Integer)
     # Inbound voice notes: their length, counted against USER_AUDIO_SECONDS_PER_DAY.
     audio_seconds: Mapped[float | None] = mapped_column(Float)
     timings: Mapped[dict | None] = mapped_column(JSON)
+    # Outbound only: when its send began (bounds the search of Twilio's list after a crash).
+    send_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow, nullable=False)
 

@@ -28,6 +28,14 @@ class PermanentTurnError(Exception):
         self.kind = kind
 
 
+class TurnSuperseded(Exception):
+    """A newer message of the user arrived before the answer was decided: drop this attempt.
+
+    Nothing of the attempt is sent; the inbox answers the grown turn instead (zero-wait
+    coalescing: a turn starts at once and restarts, at most once, when the user goes on).
+    """
+
+
 @dataclass
 class Inbound:
     """Our own message object, made from Twilio's form (the provider's names stop here)."""

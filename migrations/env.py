@@ -1,8 +1,12 @@
-"""Alembic environment: runs migrations on the app's connection, or on DATABASE_URL from the CLI."""
-from alembic import context
-from sqlalchemy import create_engine
+"""Alembic environment: runs migrations on the app's connection, or on DATABASE_URL from the CLI.
 
-from app.config import Settings
+From the CLI (``alembic upgrade head``) the operator's .env is read first, exactly as the
+app reads it, so both migrate the same database.
+"""
+from alembic import context
+
+from app.config import Settings, load_env_file
+from app.db import Database
 from app.models import Base
 
 target_metadata = Base.metadata
@@ -16,11 +20,16 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(Settings.from_env().database_url)
-    with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+    load_env_file()
+    # Database, not a bare engine: it creates the SQLite folder and sets the same pragmas.
+    database = Database(Settings.from_env().database_url)
+    try:
+        with database.engine.connect() as conn:
+            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        database.dispose()
 
 
 run_migrations_online()

@@ -78,6 +78,18 @@ def make_app(make_settings):
         services.db.dispose()
 
 
+@pytest.fixture
+def online_app(make_app, openai_fake):
+    """Apps whose answers come from the OpenAI emulator (the real SDK on 127.0.0.1)."""
+
+    def factory(**overrides):
+        values = dict(openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=2)
+        values.update(overrides)
+        return make_app(**values)
+
+    return factory
+
+
 def sign(url: str, form: dict, token: str) -> str:
     return RequestValidator(token).compute_signature(url, form)
 

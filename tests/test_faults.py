@@ -96,9 +96,6 @@ CASES = {
 }
 VOICE = {"twilio_media", "transcription", "elevenlabs", "gcs"}
 ONLINE = {"twilio_media", "openai_answer", "transcription", "embeddings", "elevenlabs", "gcs"}
-# Twilio accepted the message but the answer was lost (or our record of it): whether it is
-# sent again is the outbox's exactly-once design (reconciliation with Twilio's Messages list).
-KNOWN_DUPLICATES = {("twilio_send", "timeout"), ("database", "record_sent")}
 
 
 class DriverFault:
@@ -237,9 +234,6 @@ def _final(app, sid):
 @pytest.mark.parametrize("provider, fault", list(CASES), ids=[f"{p}-{f}" for p, f in CASES])
 def test_fault(provider, fault, make_app, twilio_fake, openai_fake, elevenlabs_fake, vector_documents,
                tmp_path, monkeypatch, request):
-    if (provider, fault) in KNOWN_DUPLICATES:
-        request.applymarker(pytest.mark.xfail(reason="exactly-once after an unknown send outcome: the "
-                                                     "outbox redesign (issue 15)", strict=False))
     if provider == "twilio_send" and fault == "malformed":
         request.applymarker(pytest.mark.nonconformant_ok)
     expected_status, ending, reason = CASES[provider, fault]

@@ -147,7 +147,7 @@ def test_every_environment_variable_read_is_documented_in_env_example():
 
 def test_a_status_callback_that_beats_the_recorded_sid_still_finds_its_row(make_app, twilio_fake):
     """Twilio may call back before we stored the SID it gave us: the row id in the URL finds it."""
-    from app.channels.outbox import _finish_part
+    from app.channels.outbox import _record_sent
     from app.db import utcnow
     from app.models import User
 
@@ -169,7 +169,7 @@ def test_a_status_callback_that_beats_the_recorded_sid_still_finds_its_row(make_
     assert post_signed(app.test_client(), path, form, twilio_fake.auth_token).status_code == 200
     assert (_row(app, sid).id, _row(app, sid).status) == (row_id, "delivered")
     # Our own bookkeeping, arriving later with Twilio's first answer ("queued"), keeps the news.
-    _finish_part(services, row_id, status="queued", sid=sid)
+    _record_sent(services, row_id, sid, "queued")
     assert _row(app, sid).status == "delivered"
     # A forged row id is useless: the signature covers the query string.
     forged = app.test_client().post(path.replace(f"row={row_id}", f"row={row_id + 1}"), data=form,

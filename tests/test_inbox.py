@@ -54,7 +54,15 @@ def probe(monkeypatch):
     return {"intervals": intervals, "failures": failures}
 
 
-def test_three_quick_messages_make_one_turn_with_one_ordered_reply(make_app, twilio_fake):
+def test_three_quick_messages_make_one_turn_with_one_ordered_reply(make_app, twilio_fake, monkeypatch):
+    # A turn starts at once; the slow stage keeps its first attempt busy while the burst arrives,
+    # so the attempt goes stale and the grown turn is answered once.
+    def slow(ctx):
+        time.sleep(0.5)
+
+    stages = list(pipeline.STAGES)
+    stages.insert([name for name, _ in stages].index("answer"), ("slow", slow))
+    monkeypatch.setattr(pipeline, "STAGES", stages)
     app = make_app(coalesce_window_seconds=0.6)
     client = app.test_client()
     sids = []

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -164,6 +165,79 @@ def test_ids_and_hashes_are_stable_and_local_to_the_edit():
     assert [a.hash == b.hash for a, b in zip(first, edited, strict=True)] == [True, False, True]
 
 
+def test_a_hard_wrapped_paragraph_becomes_one_line():
+    text = ("# Atendimento\n\nA equipe atende de segunda a sexta-feira,\ndas 9h às 18h, no horário\nde Brasília.\n\n"
+            "O assistente\nresponde sempre.\n")
+    [chunk] = chunk_text(text, "a.md")
+    assert chunk.text == ("A equipe atende de segunda a sexta-feira, das 9h às 18h, no horário de Brasília."
+                          "\n\nO assistente responde sempre.")
+    assert chunk.hash == hashlib.sha256(f"Atendimento\n{chunk.text}".encode()).hexdigest()
+
+
+def test_a_list_stays_a_list_with_its_items_joined():
+    text = ("# Serviços\n\nOferecemos:\n\n- tráfego pago no Google\n  e no Meta\n- sites\n"
+            "  - landing pages rápidas\n    e responsivas\n1. primeiro\n2. segundo\ncontinuação\n")
+    assert chunk_text(text, "s.md")[0].text == (
+        "Oferecemos:\n\n- tráfego pago no Google e no Meta\n- sites\n  - landing pages rápidas e responsivas\n"
+        "1. primeiro\n2. segundo continuação")
+
+
+def test_headings_tables_code_and_explicit_breaks_are_kept():
+    table = "| serviço | prazo |\n|---|---|\n| site | 30 dias |"
+    code = "```\nlinha um\n  linha dois\n```"
+    text = (f"# T\n## Sub\nTexto\nquebrado.\n\n{table}\n\n{code}\n\n    indentado\n    código\n\n"
+            "Rua A, 1  \nSão Paulo\n\n\n\nFim.")
+    chunks = chunk_text(text, "t.md")
+    assert [c.heading for c in chunks] == ["T > Sub"]
+    assert chunks[0].text == (f"Texto quebrado.\n\n{table}\n\n{code}\n\n    indentado\n    código\n\n"
+                              "Rua A, 1\nSão Paulo\n\nFim.")
+
+
+def test_a_list_too_long_for_one_chunk_is_cut_between_items():
+    items = "\n".join(f"- item {n}: " + " ".join(f"palavra{n}x{i}" for i in range(12)) + "\n  fim." for n in range(40))
+    chunks = chunk_text("# Lista\n\n" + items, "l.md", max_tokens=120, overlap_tokens=20)
+    assert len(chunks) > 3 and all(estimate_tokens(c.text) <= 120 for c in chunks)
+    for n, chunk in enumerate(chunks):
+        units = chunk.text.split("\n\n")[(1 if n else 0):]  # later chunks open with the overlap
+        lines = [line for unit in units for line in unit.split("\n")]
+        assert all(re.fullmatch(r"- item \d+: (palavra\S+ )+fim\.", line) for line in lines), chunk.text
+
+
+def test_a_wrapped_line_starting_with_a_number_is_not_a_list():
+    assert kb.reflow_markdown("Começamos em\n2026. Foi bom.\n- item\n> citação\n> longa") == (
+        "Começamos em 2026. Foi bom.\n- item\n> citação longa")
+
+
+def test_reflow_applies_to_markdown_only():
+    assert chunk_text("linha um\nlinha dois", "a.txt", markdown=False)[0].text == "linha um\nlinha dois"
+
+
+# A line break inside a sentence: a line that does not end with terminal punctuation
+# (. ! ? : ; …, optionally followed by a closing quote or bracket) followed by a line whose
+# first letter-or-digit character is a lower-case letter. List items start with a marker, so
+# "- item" lines are not counted; a list item that wraps into a lower-case line is.
+_TERMINAL = re.compile(r"[.!?:;…][\"'”’)\]]*$")
+
+
+def broken_sentences(text: str) -> list[tuple[str, str]]:
+    lines = text.split("\n")
+    return [(a, b) for a, b in zip(lines, lines[1:])
+            if a.strip() and b.strip() and not _TERMINAL.search(a.rstrip()) and b.lstrip()[0].islower()]
+
+
+def test_broken_sentences_are_detected():
+    assert broken_sentences("por texto\nou por voz.") == [("por texto", "ou por voz.")]
+    assert broken_sentences("Fim.\noutra coisa\n- item\n\nnovo parágrafo") == []
+
+
+@pytest.mark.parametrize("folder", ["shipped", "frozen sample"])
+def test_no_chunk_breaks_a_line_inside_a_sentence(folder, docs):
+    chunks = chunk_documents(DOCUMENTS if folder == "shipped" else docs)
+    assert chunks
+    assert [(c.id, pair) for c in chunks for pair in broken_sentences(c.text)] == []
+    assert [(c.id, pair) for c in chunks for pair in broken_sentences(embedding_input(c))] == []
+
+
 def test_shipped_documents_exclude_the_persona_and_keep_chunks_bounded():
     sources = kb.source_files(DOCUMENTS)
     assert sources and "persona.md" not in [p.name for p in sources]
@@ -186,6 +260,49 @@ def test_tokenizer_folds_accents_drops_stopwords_and_plurals():
     assert tokenize("Automações de WhatsApp para serviços digitais") == ["automacao", "whatsapp", "servico", "digital"]
     assert tokenize("Quais são os VALORES das mensagens?") == ["valor", "mensagem"]
     assert tokenize("horário") == tokenize("horarios")
+
+
+def test_whatsapp_abbreviations_are_expanded_before_the_stopwords():
+    assert tokenize("qto custa o zap pra vcs? me passa o ctt pf") == ["custa", "whatsapp", "passa", "contato"]
+    assert tokenize("insta e face") == ["instagram", "facebook"]
+
+
+def test_one_typo_away_covers_the_four_kinds_of_typo():
+    near = kb.one_typo_away("orcamento")
+    for typo_of in ("rcamento", "ocramento", "orcamentu", "orcamentos"):  # delete, swap, replace, insert
+        assert typo_of in near
+    assert "orcamen" not in near and len(near) > 50 * len("orcamento") - 10
+
+
+def typo_kb() -> KnowledgeBase:
+    text = ("# Preços\n\nO orçamento é sob consulta.\n\n## Carga\n\nCarga pesada.\n\n## Frete\n\nCarga e frete.\n\n"
+            "## Carta\n\nUma carta.\n\n## Site\n\nUm site.\n")
+    return KnowledgeBase.from_chunks(chunk_text(text, "t.md"))
+
+
+def test_a_query_word_one_typo_away_is_read_as_the_known_word():
+    base = typo_kb()
+    assert [c.heading for c in base.ranked_chunks("orcamneto", 1, ("bm25",))] == ["Preços"]
+    assert base.ranked_chunks("sitr", 1, ("bm25",)) == []  # four letters: too short to guess
+    assert base.ranked_chunks("xyzzyq", 1, ("bm25",)) == []
+    # "carxa" is one typo from "carta" (1 chunk) and "carga" (2 chunks): the commoner word wins.
+    assert [c.heading for c in base.ranked_chunks("carxa", 3, ("bm25",))] == ["Preços > Carga", "Preços > Frete"]
+    retriever = base._current().bm25
+    assert kb.query_token_ids(retriever, ["carga", "carxa"]) == [retriever.vocab_dict["carga"]] * 2
+
+
+def test_only_the_first_unknown_words_of_a_long_query_are_read_for_typos():
+    retriever = typo_kb()._current().bm25
+    junk = [f"zzzz{chr(ord('a') + n)}q" for n in range(kb.MAX_TYPO_WORDS)]  # unknown, nothing near
+    wanted = [retriever.vocab_dict["orcamento"]]
+    assert kb.query_token_ids(retriever, [*junk[:-1], "orcamneto", "orcamneto"]) == wanted * 2
+    assert kb.query_token_ids(retriever, [*junk, "orcamneto"]) == []
+    assert kb.query_token_ids(retriever, [*junk, "orcamento"]) == wanted  # known words always count
+
+
+def test_the_section_title_counts_twice_for_bm25():
+    [chunk] = chunk_text("# Atendimento\n\n## Privacidade\n\nGuardamos pouco.\n", "a.md")
+    assert kb.bm25_tokens(chunk) == ["atendimento", "privacidade", "guardamo", "pouco", "privacidade"]
 
 
 def test_rrf_matches_a_hand_computed_example():
@@ -355,6 +472,21 @@ def test_dense_ranking_finds_what_words_do_not(docs):
     results = base.search("xyzzy plugh", k=2)
     assert results[0].chunk_id == target.id
     assert base.search("xyzzy plugh", k=2)[0].chunk_id == target.id
+
+
+def test_ranked_chunks_uses_only_the_named_rankers(docs):
+    gateway = StubGateway()
+    base = vectors_kb(docs, gateway)
+    target = next(c for c in chunk_documents(docs) if c.heading.endswith("Privacidade"))
+    gateway.overrides["horário de atendimento"] = toy_embedding(embedding_input(target))
+    # BM25 alone finds the words; the embedding alone follows the (scripted) meaning.
+    assert base.ranked_chunks("horário de atendimento", 1, ("bm25",))[0].id == "atendimento.md#0"
+    assert base.ranked_chunks("horário de atendimento", 1, ("embeddings",))[0].id == target.id
+    fused = [p.chunk_id for p in base.search("horário de atendimento", k=4)]
+    assert [c.id for c in base.ranked_chunks("horário de atendimento", 4)] == fused
+    assert base.ranked_chunks("xyzzy", 3, ("bm25",)) == []
+    with pytest.raises(ValueError, match="unknown rankers"):
+        base.ranked_chunks("horário", 3, ("bm52",))
 
 
 def test_status_reports_the_loaded_index(docs):

@@ -1,7 +1,9 @@
 """Outbound channels: how a turn's reply parts leave the app.
 
 ``twilio`` sends through Twilio's REST API (real WhatsApp users); ``simulator`` records
-replies for the dashboard's chat simulator. Inbound parsing lives in app/web/webhook.py.
+replies for the dashboard's chat simulator. Each channel keeps its input and output
+together (``twilio/inbound.py`` reads Twilio's webhook form). ``outbox`` is the one way out:
+every part is written down before it is sent, and sent once.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ class Channel(Protocol):
     max_body_chars: int
 
     def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage: ...
+
+    def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]: ...
 
 
 def channel_for(services, user: UserSnapshot) -> Channel:

@@ -1,7 +1,7 @@
 """The only module that imports the OpenAI SDK.
 
 ``OpenAIGateway`` wraps one ``openai.OpenAI`` client (Responses, embeddings,
-transcriptions) built from Settings. No SDK exception leaves it: ``classify_openai_error``
+transcriptions, model records) built from Settings. No SDK exception leaves it: ``classify_openai_error``
 turns each into an ``OpenAIError`` (a ``GatewayError``: kind ``auth``, ``retryable`` or
 ``permanent``, with a reason that is safe to show operators: no key, no request body).
 """
@@ -111,6 +111,30 @@ class OpenAIGateway:
         except Exception as exc:  # noqa: BLE001 - classified, never raw
             raise classify_openai_error(exc) from exc
         return (getattr(result, "text", None) or "").strip()
+
+    def model_info(self, model: str, *, timeout: float | None = None,
+                   max_retries: int | None = None) -> dict | None:
+        """OpenAI's record of ``model`` (``GET /v1/models/{model}``) as the JSON fields it sent.
+
+        ``shutdown_date`` (``YYYY-MM-DD`` or null) is in the dict only when the API sent it,
+        so a caller can tell "no date announced" from "the API said nothing". None when
+        OpenAI answers 404 ``model_not_found`` (shut down, or not available to this key);
+        every other failure raises a classified ``OpenAIError``.
+        """
+        client = self.client
+        if timeout is not None or max_retries is not None:
+            options = {k: v for k, v in (("timeout", timeout), ("max_retries", max_retries)) if v is not None}
+            client = client.with_options(**options)
+        try:
+            record = client.models.retrieve(model)
+        except openai.NotFoundError as exc:
+            if getattr(exc, "code", None) == "model_not_found":
+                return None
+            raise classify_openai_error(exc) from exc
+        except Exception as exc:  # noqa: BLE001 - classified, never raw
+            raise classify_openai_error(exc) from exc
+        # to_dict() keeps only the fields present in the payload (exclude_unset), extras included.
+        return record.to_dict(mode="json")
 
 
     def _count(self, kind: str) -> None:

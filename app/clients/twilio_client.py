@@ -6,6 +6,7 @@ by TWILIO_API_BASE_URL) and checks webhook signatures with Twilio's own
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -48,8 +49,10 @@ class TwilioGateway:
                 http_client=TwilioHttpClient(timeout=15),
             )
             if settings.twilio_api_base_url:
-                # The SDK joins this base with the path: the emulator serves the same paths.
+                # The SDK joins this base with the path: the emulator serves the same paths
+                # (the REST API, and the Messaging API's typing indicator).
                 self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+                self._client.messaging.base_url = settings.twilio_api_base_url.rstrip("/")
         self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
 
     @property
@@ -91,6 +94,58 @@ class TwilioGateway:
             raise TwilioSendError("malformed", f"Twilio sent a malformed answer ({type(exc).__name__})",
                                   retryable=True) from exc
         return SentMessage(sid=message.sid, status=message.status or "queued")
+
+    def typing(self, message_sid: str) -> None:
+        """Show "typing..." on the user's WhatsApp for the message we are answering (also marks it read).
+
+        Twilio keeps the indicator for 25 s or until our reply arrives. Raises TwilioSendError.
+        """
+        if self._client is None:
+            raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
+        try:
+            self._client.messaging.v2.typing_indicator.create(channel="whatsapp", message_id=message_sid)
+        except TwilioRestException as exc:
+            raise TwilioSendError("refused" if exc.status < 500 else "server",
+                                  redact(f"Twilio {exc.status} error {exc.code} on the typing indicator: {exc.msg}"),
+                                  retryable=exc.status >= 500, status=exc.status) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"),
+                                  retryable=True) from exc
+
+    def find_sent(self, to: str, *, since: dt.datetime, body: str | None, with_media: bool) -> list[SentMessage]:
+        """Our messages to ``to`` sent since ``since`` (naive UTC) with this body / media, newest first.
+
+        For a send whose outcome we do not know (the process died, or the answer never
+        arrived): Twilio's Messages list, filtered by To, From and DateSent, newest first,
+        then - a queued message may carry no date_sent yet - the newest page by To and From
+        alone, kept to messages created since ``since``. The Media resource does not say
+        which URL a media came from, so a media part matches by having media and no body.
+        """
+        if not self.can_send:
+            return []
+        since_aware = since.replace(tzinfo=dt.timezone.utc)
+        try:
+            candidates = list(self._client.messages.list(
+                to=to, from_=self.settings.twilio_phone_number, date_sent_after=since_aware, limit=50))
+            candidates += [m for m in self._client.messages.list(
+                to=to, from_=self.settings.twilio_phone_number, limit=50)
+                if m.date_created is None or m.date_created >= since_aware]
+        except TwilioRestException as exc:
+            kind = "rate_limited" if exc.status == 429 else "server" if exc.status >= 500 else "refused"
+            raise TwilioSendError(kind, redact(f"Twilio {exc.status} error {exc.code} listing messages: {exc.msg}"),
+                                  retryable=kind != "refused", status=exc.status) from exc
+        except (TwilioException, OSError) as exc:
+            raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"),
+                                  retryable=True) from exc
+        found: dict[str, SentMessage] = {}
+        for message in candidates:
+            if (message.direction or "").startswith("inbound") or message.sid in found:
+                continue
+            has_media = int(message.num_media or 0) > 0
+            if (with_media and has_media and not (message.body or "").strip()) or (
+                    not with_media and not has_media and (message.body or "") == (body or "")):
+                found[message.sid] = SentMessage(sid=message.sid, status=message.status or "queued")
+        return list(found.values())
 
     def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
         """Check X-Twilio-Signature exactly as Twilio computes it (SHA-1, or SHA-256 when announced)."""

@@ -5,8 +5,11 @@ A thread of the executor then:
 
 1. claims the user's lease with one atomic UPDATE (``leases``), so one user's messages
    are never processed concurrently, in any thread of any process;
-2. waits until the user has been quiet for COALESCE_WINDOW_SECONDS, then takes every
-   pending inbound message as ONE turn and runs the pipeline (``turns``);
+2. takes every pending inbound message as ONE turn at once and runs the pipeline
+   (``turns``); when a newer message arrives before the answer is decided, the attempt is
+   dropped (nothing of it is sent), the user is given COALESCE_WINDOW_SECONDS of quiet,
+   and the grown turn is answered by a second attempt that is not dropped again: a burst
+   of any length costs at most two model calls and is answered once;
 3. records the outcome: answered; or waiting for a retry with backoff (a holding message
    goes out once); or failed with its reason (an apology goes out) (``outcomes``);
 4. releases the lease and looks again, so a message that arrived meanwhile is not stranded.
@@ -26,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from app.inbox import maintenance, turns
 from app.inbox.leases import Leases
 from app.logging import work_context
+from app.turn import TurnSuperseded
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class Inbox:
         self._scheduled_lock = threading.Lock()
         self._stop = threading.Event()
         self._recovery_thread: threading.Thread | None = None
+        self._running: dict[int, turns.AttemptGuard] = {}  # user id -> guard of the attempt at work
 
     @property
     def owner(self) -> str:
@@ -80,6 +85,9 @@ class Inbox:
     # ---- scheduling -------------------------------------------------------------------
     def notify(self, user_id: int) -> None:
         """Make sure someone processes ``user_id``'s pending messages (cheap, idempotent)."""
+        guard = self._running.get(user_id)
+        if guard is not None:
+            guard.wake()  # a newer message: the attempt at work is stale (if it may still be dropped)
         if self._executor is None:
             return
         with self._scheduled_lock:
@@ -146,10 +154,22 @@ class Inbox:
 
     def _process_next_turn(self, user_id: int) -> bool:
         """Take and run the user's next turn; False when there is nothing to do now."""
-        turns.wait_for_quiet(self.db, user_id, self.settings.coalesce_window_seconds, self._stop)
         turn_id = turns.take_turn(self.db, user_id)
         if turn_id is None:
             return False
-        with work_context(f"turn={turn_id}"):
-            turns.run_turn(self.services, turn_id)
-        return True
+        may_abandon = True
+        while True:
+            guard = turns.AttemptGuard(self.db, user_id, may_abandon=may_abandon)
+            self._running[user_id] = guard
+            try:
+                with work_context(f"turn={turn_id}"):
+                    turns.run_turn(self.services, turn_id, guard)
+                return True
+            except TurnSuperseded:
+                log.info("turn %s: a newer message arrived before the answer; answering the grown turn", turn_id)
+            finally:
+                self._running.pop(user_id, None)
+            # Once: the next attempt waits for quiet, takes the new messages and is not dropped again.
+            may_abandon = False
+            turns.wait_for_quiet(self.db, user_id, self.settings.coalesce_window_seconds, self._stop)
+            turn_id = turns.take_turn(self.db, user_id) or turn_id

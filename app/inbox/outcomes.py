@@ -26,9 +26,10 @@ def finish(services, ctx: TurnContext, turn_status: str, inbound_status: str, re
         turn.status = turn_status
         turn.finished_at = now
         turn.error, turn.error_kind = reason, kind
-        if ctx.answer_text is not None:
+        if ctx.answer_text is not None and turn.decided_at is None:
             turn.reply_text = ctx.answer_text
-        turn.reply_kind = ctx.reply_kind if turn_status == TURN_ANSWERED else turn.reply_kind
+        if turn_status == TURN_ANSWERED and turn.decided_at is None:
+            turn.reply_kind = ctx.reply_kind
         messages = list(session.scalars(select(Message).where(Message.turn_id == ctx.turn_id,
                                                               Message.direction == "in")))
         first_created = min((m.created_at for m in messages), default=now)
@@ -36,12 +37,33 @@ def finish(services, ctx: TurnContext, turn_status: str, inbound_status: str, re
         timings["end_to_end"] = round((now - first_created).total_seconds() * 1000, 1)
         turn.timings = timings
         turn.tool_calls = ctx.tool_calls or None
+        turn.usage = _merged_usage(turn.usage, ctx.usage)
         for message in messages:
             message.status = inbound_status
             message.error = reason
             message.timings = timings
     ctx.log.info("turn %s %s (%s) in %.0f ms", ctx.turn_id, turn_status, ctx.reply_kind,
                  (time.monotonic() - ctx.started_monotonic) * 1000)
+
+
+def _merged_usage(stored: dict | None, new: dict) -> dict | None:
+    """The turn's usage over all its attempts (an abandoned or retried attempt cost calls too)."""
+    if not stored and not new:
+        return None
+    merged = dict(stored or {})
+    for key, value in new.items():
+        merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def record_usage(services, ctx: TurnContext) -> None:
+    """Keep what an attempt that ends without an outcome (abandoned) spent on the model."""
+    if not ctx.usage:
+        return
+    with services.db.session() as session:
+        turn = session.get(Turn, ctx.turn_id)
+        turn.usage = _merged_usage(turn.usage, ctx.usage)
+    ctx.usage = {}
 
 
 def finish_empty(services, turn_id: int) -> None:
@@ -58,11 +80,12 @@ def retry_or_fail(services, ctx: TurnContext, reason: str, kind: str) -> None:
     delay = schedule[ctx.attempt - 1]
     with services.db.session() as session:
         turn = session.get(Turn, ctx.turn_id)
+        turn.usage = _merged_usage(turn.usage, ctx.usage)
         turn.status = TURN_WAITING_RETRY
         turn.next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
         turn.error, turn.error_kind = reason, kind
-        if ctx.answer_text is not None:
-            turn.reply_text = ctx.answer_text  # the answer is known: a retry only re-sends
+        if ctx.answer_text is not None and turn.decided_at is None:
+            turn.reply_text = ctx.answer_text  # the answer is known: a retry does not ask again
         holding_due = not turn.holding_sent
         turn.holding_sent = True
     ctx.log.warning("turn %s will be retried in %.0f s: %s", ctx.turn_id, delay, reason)

@@ -25,6 +25,7 @@ log = logging.getLogger("app.knowledge")
 MAX_QUERY_CHARS = 8000  # ~2,000 tokens, far below the embeddings input limit (8,192)
 RELOAD_CHECK_SECONDS = 2.0
 ERROR_LOG_INTERVAL_SECONDS = 60.0
+RANKERS = ("embeddings", "bm25")
 # A query embedding inside a turn fails fast (then BM25 alone answers) instead of eating the turn's budget.
 QUERY_EMBEDDING_TIMEOUT_SECONDS = 2.0
 
@@ -113,17 +114,29 @@ class KnowledgeBase:
     def search(self, query: str, k: int = 5) -> list["Passage"]:
         """The ``k`` best passages for ``query``: cosine and BM25 rankings fused by RRF."""
         snapshot = self._current()
+        return [self._passage(snapshot.chunks[i], score) for i, score in self._ranked(snapshot, query, k, RANKERS)]
+
+    def ranked_chunks(self, query: str, k: int = 5, rankers: Sequence[str] = ("embeddings", "bm25")) -> list[Chunk]:
+        """The ``k`` best chunks by the named rankers only ("embeddings", "bm25"; both, fused,
+        is what ``search`` does): for measuring retrieval quality ranker by ranker."""
+        unknown = set(rankers) - set(RANKERS)
+        if unknown:
+            raise ValueError(f"unknown rankers {sorted(unknown)}; known: {list(RANKERS)}")
+        snapshot = self._current()
+        return [snapshot.chunks[i] for i, _ in self._ranked(snapshot, query, k, rankers)]
+
+    def _ranked(self, snapshot: _Snapshot, query: str, k: int, rankers: Sequence[str]) -> list[tuple[int, float]]:
         if not snapshot.chunks or not query or not query.strip() or k <= 0:
             return []
         depth = min(len(snapshot.chunks), max(4 * k, 20))
         rankings = []
-        if snapshot.matrix is not None:
+        if "embeddings" in rankers and snapshot.matrix is not None:
             vector = self._query_vector(query, snapshot)
             if vector is not None:
                 rankings.append(top_k_indices(snapshot.matrix @ vector, depth))
-        rankings.append(bm25_ranking(snapshot.bm25, query, depth))
-        fused = reciprocal_rank_fusion([r for r in rankings if len(r)], k=RRF_K)[:k]
-        return [self._passage(snapshot.chunks[i], score) for i, score in fused]
+        if "bm25" in rankers:
+            rankings.append(bm25_ranking(snapshot.bm25, query, depth))
+        return reciprocal_rank_fusion([r for r in rankings if len(r)], k=RRF_K)[:k]
 
     @property
     def chunk_count(self) -> int:

@@ -1,4 +1,8 @@
-"""Heading-aware chunking of documents/*.md into ``Chunk``s with stable ids and content hashes."""
+"""Heading-aware chunking of documents/*.md into ``Chunk``s with stable ids and content hashes.
+
+Markdown is reflowed first (``reflow_markdown``): the sources' hard line breaks are layout,
+and a chunk's text goes as is into prompts and, through the model, into WhatsApp replies.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.knowledge.text import reflow_markdown
 
 log = logging.getLogger("app.knowledge")
 
@@ -94,7 +100,19 @@ def _sections(text: str, markdown: bool) -> list[tuple[str, str]]:
 
 
 def _split_long(unit: str, limit: int) -> list[str]:
-    """Split a paragraph bigger than ``limit`` tokens at sentence ends, then at words."""
+    """Split a paragraph bigger than ``limit`` tokens at line ends (list items, table rows),
+    then at sentence ends, then at words."""
+    if "\n" in unit:
+        pieces = []
+        for line in unit.split("\n"):
+            candidate = f"{pieces[-1]}\n{line}" if pieces else line
+            if pieces and estimate_tokens(candidate) <= limit:
+                pieces[-1] = candidate
+            elif estimate_tokens(line) <= limit:
+                pieces.append(line)
+            else:
+                pieces.extend(_split_long(line, limit))
+        return pieces
     pieces: list[str] = []
     current = ""
     for sentence in _SENTENCE_END.split(unit):
@@ -130,7 +148,8 @@ def _tail(text: str, tokens: int) -> str:
 
 def _pack(body: str, max_tokens: int, overlap_tokens: int) -> list[str]:
     """Greedy packing of paragraphs into chunks of at most ``max_tokens``, with overlap."""
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+    # Only the ends' blank space goes: a leading indent is meaning (an indented code block).
+    paragraphs = [p.lstrip("\n").rstrip() for p in re.split(r"\n\s*\n", body) if p.strip()]
     # Units leave room for the overlap, so overlap + one unit always fits in a chunk.
     limit = max(1, max_tokens - overlap_tokens)
     units = [piece for p in paragraphs for piece in (_split_long(p, limit) if estimate_tokens(p) > limit else [p])]
@@ -152,6 +171,8 @@ def chunk_text(text: str, source: str, *, markdown: bool = True, max_tokens: int
                overlap_tokens: int = OVERLAP_TOKENS) -> list[Chunk]:
     """Chunk one document. Sections never share a chunk, so every chunk has one heading path."""
     text = strip_comments(text.replace("\r\n", "\n").replace("\r", "\n"))
+    if markdown:
+        text = reflow_markdown(text)
     chunks: list[Chunk] = []
     for heading, body in _sections(text, markdown):
         for piece in _pack(body, max_tokens, overlap_tokens):

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from app.knowledge.chunking import Chunk, embedding_input
-from app.knowledge.text import tokenize
+from app.knowledge.text import MIN_TYPO_LENGTH, one_typo_away, tokenize
 
 RRF_K = 60
 
@@ -58,14 +58,22 @@ def import_bm25s():
     return bm25s
 
 
+def bm25_tokens(chunk: Chunk) -> list[str]:
+    """What BM25 indexes for a chunk: heading path and text, plus the section's own heading once
+    more. A section's title is what it is about ("Privacidade", "Quanto custa?"); counting it
+    twice raised hit@1 on the question set (docs/PERFORMANCE.md), more did not."""
+    title = chunk.heading.rsplit(" > ", 1)[-1] if chunk.heading else ""
+    return tokenize(embedding_input(chunk)) + tokenize(title)
+
+
 def build_bm25(chunks: Sequence[Chunk]):
-    """A bm25s index over the chunks' heading + text, or None for an empty knowledge base."""
+    """A bm25s index over the chunks' ``bm25_tokens``, or None for an empty knowledge base."""
     if not chunks:
         return None
     bm25s = import_bm25s()  # imported here: the index is built once per load, not at import time
 
     # An empty token list would confuse bm25s' corpus type detection; a sentinel matches nothing.
-    corpus = [tokenize(embedding_input(chunk)) or ["\x00"] for chunk in chunks]
+    corpus = [bm25_tokens(chunk) or ["\x00"] for chunk in chunks]
     retriever = bm25s.BM25()
     retriever.index(corpus, show_progress=False)
     return retriever
@@ -75,9 +83,45 @@ def bm25_ranking(retriever, query: str, depth: int) -> np.ndarray:
     """Indices of the chunks matching at least one query term, best first (at most ``depth``)."""
     if retriever is None:
         return np.zeros(0, dtype=np.int64)
-    ids = retriever.get_tokens_ids(tokenize(query))
+    ids = query_token_ids(retriever, tokenize(query))
     if not ids:
         return np.zeros(0, dtype=np.int64)
     scores = retriever.get_scores_from_ids(ids)
     best = top_k_indices(scores, depth)
     return best[scores[best] > 0]
+
+
+# Reading a typo costs ~0.07 ms (bench/bench_retrieval_quality.py); a long coalesced turn can
+# hold hundreds of unknown words, and has enough known ones anyway.
+MAX_TYPO_WORDS = 8
+
+
+def query_token_ids(retriever, tokens: Sequence[str]) -> list[int]:
+    """Vocabulary ids of the query tokens; a word the index does not know is read as the known
+    word one typo away that most chunks contain ("orario" -> "horario", "instagran" ->
+    "instagram"), or dropped when there is none. Users type fast on a phone keyboard. Only the
+    first ``MAX_TYPO_WORDS`` distinct unknown words are looked at."""
+    vocabulary = retriever.vocab_dict
+    ids = []
+    corrections: dict[str, int | None] = {}
+    for token in tokens:
+        if token in vocabulary:
+            ids.append(vocabulary[token])
+            continue
+        if token not in corrections:
+            if len(corrections) >= MAX_TYPO_WORDS or len(token) < MIN_TYPO_LENGTH or not token.isalpha():
+                continue
+            corrections[token] = _typo_correction(retriever, token)
+        if corrections[token] is not None:
+            ids.append(corrections[token])
+    return ids
+
+
+def _typo_correction(retriever, token: str) -> int | None:
+    """The id of the known term one typo away from ``token`` that most chunks contain, or None."""
+    vocabulary = retriever.vocab_dict
+    candidates = [vocabulary[c] for c in one_typo_away(token) if c in vocabulary]
+    if not candidates:
+        return None
+    indptr = retriever.scores["indptr"]  # per term, where its list of chunks starts
+    return max(candidates, key=lambda i: (indptr[i + 1] - indptr[i], -i))

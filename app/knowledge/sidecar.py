@@ -21,8 +21,9 @@ from app.knowledge.vector_file import parse_vectors_json
 
 log = logging.getLogger("app.knowledge")
 
-# Bump when the tokenizer or the sidecar layout changes: old sidecars then stop matching.
-TOKENIZER_VERSION = 1
+# Bump when the tokenizer, what BM25 indexes of a chunk, or the sidecar layout changes: old
+# sidecars then stop matching. 2: abbreviations expanded, the section title counted twice.
+TOKENIZER_VERSION = 2
 SIDECAR_FORMAT = 1
 # Bytes hashed from each end of the JSON file for the sidecar key (see ``_sidecar_key``).
 _KEY_SAMPLE_BYTES = 64 * 1024

@@ -26,11 +26,16 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
 
 
 def run_pipeline(ctx: TurnContext) -> None:
-    """Run every stage in order (until one halts the turn); exceptions propagate to the inbox,
-    which decides retry or fail."""
+    """Run every stage in order; exceptions propagate to the inbox, which decides retry or fail.
+
+    Between stages a stale attempt (a newer message arrived before the decision) stops with
+    ``TurnSuperseded``: nothing of it has been sent, and the inbox answers the grown turn. A
+    stage may end the turn early with ``ctx.halt`` (the gate does): the rest do not run.
+    """
     for name, stage in STAGES:
         if ctx.halt_status is not None:
             break
+        ctx.check_superseded()
         started = time.perf_counter()
         try:
             stage(ctx)

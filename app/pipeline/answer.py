@@ -154,7 +154,10 @@ def _reply_by_voice(ctx: TurnContext) -> bool:
 def _call_model(ctx: TurnContext, tool_ctx: ToolContext, request: dict):
     """One model call; SDK errors become turn errors (or None once a handoff is open)."""
     try:
-        return ctx.services.openai.respond(**request)
+        ctx.usage["model_calls"] = ctx.usage.get("model_calls", 0) + 1
+        response = ctx.abandonable(lambda: ctx.services.openai.respond(**request))
+        _count_usage(ctx, response)
+        return response
     except GatewayError as exc:
         ctx.services.provider_health.error("openai", exc.reason)
         if tool_ctx.handoff_opened:
@@ -225,3 +228,15 @@ def _refused(response) -> bool:
 def _fallback(tool_ctx: ToolContext, text: str) -> str:
     """Once a handoff is open the user must hear that a person will continue, whatever else failed."""
     return FALLBACK_HANDOFF if tool_ctx.handoff_opened else text
+
+
+def _count_usage(ctx: TurnContext, response) -> None:
+    """Add a response's token usage to the turn's (input, cached input, output)."""
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return
+    details = getattr(usage, "input_tokens_details", None)
+    for key, value in (("input_tokens", getattr(usage, "input_tokens", 0)),
+                       ("cached_tokens", getattr(details, "cached_tokens", 0) if details else 0),
+                       ("output_tokens", getattr(usage, "output_tokens", 0))):
+        ctx.usage[key] = ctx.usage.get(key, 0) + int(value or 0)

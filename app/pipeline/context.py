@@ -6,12 +6,13 @@ reads and fills fields of the context; none talks to another stage directly.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from app.turn import OutboundPart, Passage, UserSnapshot
+from app.turn import OutboundPart, Passage, TurnSuperseded, UserSnapshot
 
 if TYPE_CHECKING:  # pragma: no cover
     from app.services import Services
@@ -63,6 +64,16 @@ class TurnContext:
     parts: list[OutboundPart] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # True once the answer and its parts are stored (app/channels/outbox.py decide): from then
+    # on the stages that make the answer skip themselves and the stored parts are sent.
+    decided: bool = False
+    decision_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set by the inbox: True once a newer message of the user makes this attempt stale
+    # (checked between stages, while waiting for the model, and atomically at the decision).
+    superseded: Callable[[], bool] = field(default=lambda: False)
+    may_abandon: bool = False  # this attempt may still be dropped for a newer message
+    # Model calls made by this turn and the tokens they used (for /stats and the bench).
+    usage: dict[str, int] = field(default_factory=dict)
     # Set by a stage that ends the turn early (the gate): the inbound status and reason the
     # inbox records; the remaining stages do not run.
     halt_status: str | None = None
@@ -91,6 +102,37 @@ class TurnContext:
             if item.notice and item.notice not in seen:
                 seen.append(item.notice)
         return seen
+
+    def check_superseded(self) -> None:
+        """Raise ``TurnSuperseded`` when a newer message makes this attempt stale (never after the decision)."""
+        if self.may_abandon and not self.decided and self.superseded():
+            raise TurnSuperseded("a newer message arrived before the answer was decided")
+
+    def abandonable(self, call: Callable[[], Any], poll_seconds: float = 0.05) -> Any:
+        """``call()``, given up the moment the attempt goes stale (its result is then dropped).
+
+        The call runs in a helper thread so that a burst's next message stops the wait at once
+        instead of after the model's answer; without a way to go stale it runs inline.
+        """
+        if self.decided or not self.may_abandon:
+            return call()
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="abandonable-call", daemon=True).start()
+        while not done.wait(poll_seconds):
+            self.check_superseded()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started_monotonic

@@ -20,6 +20,8 @@ MAX_SPOKEN_CHARS = 900
 
 
 def run(ctx: TurnContext) -> None:
+    if ctx.decided:
+        return  # the stored parts (voice note included) are what gets sent
     ctx.reply_kind = "text"
     if not ctx.answer_text or not voice_reply_due(ctx.user.reply_mode, ctx.has_voice_note):
         return

@@ -6,7 +6,7 @@ from app.pipeline.context import TurnContext
 
 
 def run(ctx: TurnContext) -> None:
-    if ctx.reply_kind != "audio" or not ctx.audio_bytes:
+    if ctx.decided or ctx.reply_kind != "audio" or not ctx.audio_bytes:
         return
     try:
         stored = ctx.services.storage.save(

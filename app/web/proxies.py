@@ -18,6 +18,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 log = logging.getLogger(__name__)
 
+_PEER = "REMOTE_ADDR"  # the WSGI key of the direct peer's address (not a setting)
+
 
 class TrustedProxyFix:
     def __init__(self, wsgi_app, count: int, proxies: tuple[str, ...] = ()):
@@ -32,7 +34,7 @@ class TrustedProxyFix:
         if not self.networks:
             return True
         try:
-            peer = ipaddress.ip_address(environ.get("REMOTE_ADDR") or "")
+            peer = ipaddress.ip_address(environ.get(_PEER) or "")
         except ValueError:
             return False
         return any(peer in network for network in self.networks)

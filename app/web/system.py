@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, jsonify
 
 import app as app_package
+from app.ops.model_watch import current_deprecations
 from app.services import current_services
 
 bp = Blueprint("system", __name__)
@@ -40,6 +41,8 @@ def health():
         "inbox_depth": depth,
         "providers": providers_configured(settings),
         "knowledge": _knowledge_status(services),
+        # Configured OpenAI models with an announced shutdown (model names and dates only).
+        "deprecations": current_deprecations(),
     }
     return jsonify(body), 200 if database_ok else 503
 

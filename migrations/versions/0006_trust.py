@@ -1,13 +1,13 @@
 """Trust: limits counted in the database, opt-out/erasure bookkeeping, voice-note lengths.
 
 Revision ID: 0006_trust
-Revises: 0003_operators
+Revises: 0004_send_boundary
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_trust"
-down_revision = "0003_operators"
+down_revision = "0004_send_boundary"
 branch_labels = None
 depends_on = None
 

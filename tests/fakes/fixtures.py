@@ -94,3 +94,20 @@ def elevenlabs_fake(_elevenlabs_server) -> ElevenLabsFake:
     _elevenlabs_server.reset()
     yield _elevenlabs_server
     _elevenlabs_server.reset()
+
+
+# The realtime emulator is a WebSocket server on its own asyncio loop (tests/fakes/realtime_fake.py).
+from .realtime_fake import RealtimeFake  # noqa: E402  (appended section)
+
+
+@pytest.fixture(scope="session")
+def _realtime_server():
+    with RealtimeFake() as fake:
+        yield fake
+
+
+@pytest.fixture
+def realtime_fake(_realtime_server) -> RealtimeFake:
+    _realtime_server.reset()
+    yield _realtime_server
+    _realtime_server.reset()

@@ -5,7 +5,9 @@ could get wrong: missing auth, unknown/retired parameters, non-strict schemas se
 ``strict: true``, tool outputs whose call_id the model never issued (or calls left without
 an output), the 2048-input embedding limit, audio without a supported extension, files
 over 25 MB or undecodable. Replies are scripted (``queue_*``/``set_handler``) or a
-deterministic echo; embeddings are deterministic bag-of-words vectors.
+deterministic echo; embeddings are deterministic bag-of-words vectors. The model catalog
+(``GET /v1/models[/{model}]``) carries each model's ``shutdown_date``; ``set_model`` and
+``remove_model`` change it, unknown models are 404 ``model_not_found``.
 """
 from __future__ import annotations
 
@@ -46,6 +48,14 @@ RESPONSE_PARAMS = {
 _USER_PARTS = {"input_text", "input_image", "input_file", "input_audio"}
 _ASSISTANT_PARTS = {"output_text", "refusal"}
 _WORD = re.compile(r"\w+", re.UNICODE)
+# The catalog a fresh emulator serves: model id -> shutdown_date (None: none announced).
+# Retiring models carry the dates OpenAI announced (shared/PROVIDERS.md).
+DEFAULT_MODELS: dict[str, str | None] = {
+    "gpt-5.4": None, "gpt-5.4-mini": None, "gpt-transcribe": None, "gpt-realtime-2": None,
+    **{model: None for model in EMBEDDING_DIMS},
+    "gpt-realtime": "2027-01-20", "gpt-realtime-mini": "2027-01-20",
+    "whisper-1": "2027-02-26", "gpt-4o-transcribe": "2027-02-26", "gpt-4o-mini-transcribe": "2027-02-26",
+}
 
 
 class ApiError(Exception):
@@ -158,6 +168,7 @@ class OpenAIFake(FakeServer):
         self.issued_call_ids: set[str] = set()
         self.responses: dict[str, dict] = {}  # stored responses (store != false)
         self._last_user_text: dict[str, str] = {}
+        self.models: dict[str, str | None] = dict(DEFAULT_MODELS)
 
     def reset(self) -> None:
         super().reset()
@@ -194,6 +205,16 @@ class OpenAIFake(FakeServer):
 
     def transcription_for(self, fn: Callable[[bytes], str] | None) -> None:
         self._transcriber = fn
+
+    def set_model(self, model_id: str, shutdown_date: str | None = None) -> None:
+        """Serve ``model_id`` in the catalog, with ``shutdown_date`` (``YYYY-MM-DD``) or none announced."""
+        with self._state_lock:
+            self.models[model_id] = shutdown_date
+
+    def remove_model(self, model_id: str) -> None:
+        """Make ``model_id`` unknown (404 ``model_not_found``), as a model past its shutdown is."""
+        with self._state_lock:
+            self.models.pop(model_id, None)
 
     # -- errors -------------------------------------------------------------------------------
     _DEFAULTS = {
@@ -268,13 +289,15 @@ class OpenAIFake(FakeServer):
                                 "aren't using your HTTP library correctly.)")
         return body
 
-    @staticmethod
-    def _model_ids() -> list[str]:
-        return ["gpt-5.4", "gpt-5.4-mini", "gpt-transcribe", "gpt-realtime-2", *EMBEDDING_DIMS]
+    def _model_ids(self) -> list[str]:
+        with self._state_lock:
+            return list(self.models)
 
-    @staticmethod
-    def _model(model_id: str) -> dict:
-        return {"id": model_id, "object": "model", "created": 1767225600, "owned_by": "system"}
+    def _model(self, model_id: str) -> dict:
+        with self._state_lock:
+            shutdown_date = self.models.get(model_id)
+        return {"id": model_id, "object": "model", "created": 1767225600, "owned_by": "system",
+                "shutdown_date": shutdown_date}
 
     # -- /v1/responses --------------------------------------------------------------------------
     def _responses(self, body: dict) -> dict:

@@ -14,6 +14,7 @@ Knobs for tests (all reset by :meth:`TwilioFake.reset`):
 
 * ``send_status``: status of the 201 to a send (any ``message_enum_status``), default
   ``"queued"`` (``"accepted"`` for a MessagingServiceSid send without From).
+* ``on_accept``: a callable run with each accepted send's record before the 201 is answered.
 * ``send_latency``: seconds to wait before answering a send; the message is stored first,
   so a client timeout during the wait is an "unknown outcome" with the message sent.
 * :meth:`fail_sends`: the next N sends are refused with an HTTP status and Twilio error code.
@@ -118,6 +119,9 @@ class TwilioFake(FakeServer):
         self.closed_window_mode = "reject"
         self._send_faults: list[list] = []  # [status, code, message, times]
         self._drops = 0
+        # Called with the stored message record after a send is accepted, before the 201 goes
+        # back: a crash test kills the app there ("Twilio accepted it, we never heard").
+        self.on_accept = None
 
     def reset(self) -> None:
         super().reset()
@@ -353,6 +357,8 @@ class TwilioFake(FakeServer):
             drop = self._drops > 0
             if drop:
                 self._drops -= 1
+        if self.on_accept is not None:
+            self.on_accept(record)
         if self.send_latency:
             time.sleep(self.send_latency)
         if drop:

@@ -19,3 +19,7 @@ class SimulatorChannel:
 
     def send_part(self, user: UserSnapshot, part: OutboundPart, row_id: int) -> SentMessage:
         return SentMessage(sid="SIM" + secrets.token_hex(16), status="delivered")
+
+    def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]:
+        # Recording a simulated reply cannot half-happen: there is never an unknown outcome.
+        return []

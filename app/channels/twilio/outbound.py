@@ -95,3 +95,8 @@ class TwilioChannel:
             content_sid=part.content_sid,
             content_variables=part.content_variables,
         )
+
+    def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]:
+        """Messages Twilio holds that this part's send may have created (newest first)."""
+        return self.services.twilio.find_sent(f"whatsapp:{user.phone}", since=since, body=part.body,
+                                              with_media=bool(part.media_url))
