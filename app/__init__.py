@@ -11,7 +11,7 @@ import time
 
 from flask import Flask
 
-__version__ = "0.1.0"
+from app.config import VERSION as __version__  # noqa: F401 - the package's version
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def create_app(config=None) -> Flask:
 
     configure_logging(settings.log_level)
     for secret in (settings.twilio_auth_token, settings.openai_api_key, settings.elevenlabs_api_key,
-                   settings.dashboard_password, settings.secret_key):
+                   settings.dashboard_password, settings.secret_key,
+                   *(secret for _, secret in settings.twilio_webhook_shared_keys)):
         register_secret(secret)
     log_startup_report(settings)
 
@@ -54,6 +55,10 @@ def create_app(config=None) -> Flask:
 
     db = Database(settings.database_url)
     db.migrate()
+    from app.operators import bootstrap_admin
+
+    # DASHBOARD_PASSWORD is the bootstrap operator "admin" (docs/OPERATORS.md).
+    bootstrap_admin(db, settings)
     services = Services(settings=settings, db=db, started_at=time.time())
     services.inbox = Inbox(services)
     app.extensions["endrigo"] = services

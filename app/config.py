@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 import os
 import re
 import secrets
@@ -22,7 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.business_hours import BusinessHours, BusinessHoursError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The app's version (app.__version__), shown by /health and the status page.
+VERSION = "0.1.0"
 
 # Hosts Twilio serves inbound media from: the REST API (which redirects) and its media CDNs.
 DEFAULT_MEDIA_HOSTS = (
@@ -146,8 +149,12 @@ class Settings:
     twilio_api_base_url: str | None = None
     twilio_typing_indicator: bool = True
     twilio_validate_signature: bool = True
+    # TWILIO_WEBHOOK_SHARED_KEYS: (key id, secret) pairs of Twilio SharedKeys; several during a
+    # rotation. A webhook whose signature-settings header names a key is checked with its secret.
+    twilio_webhook_shared_keys: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     media_allowed_hosts: tuple[str, ...] = DEFAULT_MEDIA_HOSTS
-    # Only tests set this: lets media downloads reach an emulator on loopback.
+    # MEDIA_ALLOW_PRIVATE_HOSTS=true (staging, emulators): media over http and from loopback/
+    # private addresses. Off in production: a MediaUrl is attacker-influenced (SSRF).
     media_allow_private_hosts: bool = False
 
     openai_api_key: str | None = None
@@ -182,6 +189,13 @@ class Settings:
     # Retry schedule for a turn whose answer failed (seconds); after the last one, the turn fails.
     retry_backoff_seconds: tuple[float, ...] = (30.0, 120.0, 600.0, 3600.0)
     handoff_expiry_hours: float = 24.0
+    # Human takeover (app/assistant/handoff.py): the team's hours, the wait for a first
+    # operator answer (counted from the next opening), and where the team is notified.
+    business_hours: str = "mon-fri 09:00-18:00"
+    handoff_timeout_hours: float = 4.0
+    handoff_notify_webhook_url: str | None = None
+    handoff_notify_whatsapp: tuple[str, ...] = ()
+    handoff_notify_content_sid: str | None = None
     turn_budget_seconds: float = 8.0
 
     dashboard_password: str | None = None
@@ -210,18 +224,33 @@ class Settings:
     start_workers: bool = True
 
     # ---- derived -------------------------------------------------------------------
+    # What is configured: the one answer for the gateways, /health, the status page and the
+    # system JSON. "Configured" means the settings a provider needs are present, not that it answers.
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_api_key)
+
     @property
     def offline(self) -> bool:
         """No OpenAI key: answers come from the knowledge base alone."""
-        return not self.openai_api_key
+        return not self.openai_configured
 
     @property
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_phone_number)
 
     @property
+    def hours(self):
+        """BUSINESS_HOURS, parsed (validated at start-up)."""
+        return BusinessHours.parse(self.business_hours)
+
+    @property
     def elevenlabs_configured(self) -> bool:
         return bool(self.elevenlabs_api_key)
+
+    def providers_configured(self) -> dict[str, bool]:
+        return {"twilio": self.twilio_configured, "openai": self.openai_configured,
+                "elevenlabs": self.elevenlabs_configured}
 
     def replace(self, **changes) -> "Settings":
         return _normalised(dataclasses.replace(self, **changes))
@@ -240,9 +269,11 @@ class Settings:
             twilio_api_base_url=_str(env, "TWILIO_API_BASE_URL"),
             twilio_typing_indicator=_bool(env.get("TWILIO_TYPING_INDICATOR"), d.twilio_typing_indicator),
             twilio_validate_signature=_bool(env.get("TWILIO_VALIDATE_SIGNATURE"), True),
+            twilio_webhook_shared_keys=parse_shared_keys(env.get("TWILIO_WEBHOOK_SHARED_KEYS")),
             media_allowed_hosts=tuple(
                 h.strip().lower() for h in (_str(env, "MEDIA_ALLOWED_HOSTS") or "").split(",") if h.strip()
             ) or DEFAULT_MEDIA_HOSTS,
+            media_allow_private_hosts=_bool(env.get("MEDIA_ALLOW_PRIVATE_HOSTS"), False),
             openai_api_key=_str(env, "OPENAI_API_KEY"),
             openai_base_url=_str(env, "OPENAI_BASE_URL"),
             openai_model=_str(env, "OPENAI_MODEL", d.openai_model),
@@ -268,6 +299,12 @@ class Settings:
             workers=_int(env, "WORKERS", d.workers),
             coalesce_window_seconds=_float(env, "COALESCE_WINDOW_SECONDS", d.coalesce_window_seconds),
             handoff_expiry_hours=_float(env, "HANDOFF_EXPIRY_HOURS", d.handoff_expiry_hours),
+            business_hours=_str(env, "BUSINESS_HOURS", d.business_hours),
+            handoff_timeout_hours=_float(env, "HANDOFF_TIMEOUT_HOURS", d.handoff_timeout_hours),
+            handoff_notify_webhook_url=_str(env, "HANDOFF_NOTIFY_WEBHOOK_URL"),
+            handoff_notify_whatsapp=tuple(
+                n.strip() for n in (_str(env, "HANDOFF_NOTIFY_WHATSAPP") or "").split(",") if n.strip()),
+            handoff_notify_content_sid=_str(env, "HANDOFF_NOTIFY_CONTENT_SID"),
             dashboard_password=_str(env, "DASHBOARD_PASSWORD"),
             secret_key=_str(env, "SECRET_KEY"),
             assistant_id=_str(env, "ASSISTANT_ID"),
@@ -288,20 +325,80 @@ class Settings:
         return _normalised(cls(**values))
 
 
+SHARED_KEY_MIN_SECRET = 8  # shorter values would not even be masked in logs (app.redaction)
+_SHARED_KEY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def parse_shared_keys(raw) -> tuple[tuple[str, str], ...]:
+    """TWILIO_WEBHOOK_SHARED_KEYS: ``keyId=secret`` entries separated by commas.
+
+    The key id ends at the first ``=``; the secret is the rest (base64 secrets may end in
+    ``=``). Blank entries are ignored; a duplicate id, an entry without ``=``, an empty or
+    short secret stop start-up naming the variable (never showing a secret). Also accepts
+    the parsed form (pairs, or a dict) given as an override.
+    """
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        entries = [(str(k), str(v)) for k, v in raw.items()]
+    elif isinstance(raw, str):
+        entries = []
+        for position, entry in enumerate(raw.split(","), start=1):
+            if not entry.strip():
+                continue
+            key_id, separator, secret = entry.partition("=")
+            if not separator:
+                raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS entry {position} is not keyId=secret")
+            entries.append((key_id, secret))
+    else:
+        entries = [(str(k), str(v)) for k, v in raw]
+    keys: dict[str, str] = {}
+    for key_id, secret in entries:
+        key_id, secret = key_id.strip(), secret.strip()
+        if not _SHARED_KEY_ID.fullmatch(key_id):
+            raise ConfigError("TWILIO_WEBHOOK_SHARED_KEYS has a key id that is empty or not made of "
+                              "letters, digits, '_', '-' and '.'")
+        if key_id in keys:
+            raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS names key {key_id} twice")
+        if len(secret) < SHARED_KEY_MIN_SECRET:
+            raise ConfigError(f"TWILIO_WEBHOOK_SHARED_KEYS: the secret of key {key_id} is empty or shorter "
+                              f"than {SHARED_KEY_MIN_SECRET} characters")
+        keys[key_id] = secret
+    return tuple(keys.items())
+
+
 def _normalised(settings: Settings) -> Settings:
     """Validate and normalise values; raise ConfigError naming the variable."""
     changes: dict = {}
+    shared_keys = parse_shared_keys(settings.twilio_webhook_shared_keys)  # also checks an override
+    if shared_keys != settings.twilio_webhook_shared_keys:
+        changes["twilio_webhook_shared_keys"] = shared_keys
     if settings.twilio_phone_number:
         changes["twilio_phone_number"] = normalize_whatsapp_number(settings.twilio_phone_number)
     if settings.public_base_url:
         url = settings.public_base_url.rstrip("/")
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ConfigError("PUBLIC_BASE_URL must be an origin such as https://bot.example.com")
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+            raise ConfigError("PUBLIC_BASE_URL must be the app's public http(s) address, such as "
+                              "https://bot.example.com or https://example.com/bot (no query)")
         changes["public_base_url"] = url
     if settings.media_backend not in {"local", "gcs"}:
         raise ConfigError("MEDIA_BACKEND must be 'local' or 'gcs'")
     if settings.media_backend == "gcs" and not settings.gcs_bucket_name:
         raise ConfigError("GCS_BUCKET_NAME is required when MEDIA_BACKEND=gcs")
+    try:
+        BusinessHours.parse(settings.business_hours)
+    except BusinessHoursError as exc:
+        raise ConfigError(f"BUSINESS_HOURS: {exc}") from exc
+    if settings.handoff_timeout_hours <= 0:
+        raise ConfigError("HANDOFF_TIMEOUT_HOURS must be a positive number of hours")
+    if settings.handoff_notify_webhook_url and not re.match(r"^https?://[^/\s]+", settings.handoff_notify_webhook_url):
+        raise ConfigError("HANDOFF_NOTIFY_WEBHOOK_URL must be an http(s) URL")
+    numbers = tuple(normalize_whatsapp_number(n, "HANDOFF_NOTIFY_WHATSAPP") for n in settings.handoff_notify_whatsapp)
+    if numbers != settings.handoff_notify_whatsapp:
+        changes["handoff_notify_whatsapp"] = numbers
+    if settings.handoff_notify_content_sid and not re.fullmatch(r"HX[0-9a-fA-F]{32}",
+                                                                settings.handoff_notify_content_sid):
+        raise ConfigError("HANDOFF_NOTIFY_CONTENT_SID must be a Content template SID (HX + 32 hex digits)")
     if settings.workers < 1:
         raise ConfigError("WORKERS must be at least 1")
     if settings.recovery_interval_seconds * 2 > settings.lease_seconds:
@@ -335,16 +432,6 @@ def _normalised(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **changes)
 
 
-def boot_warnings(settings: Settings) -> list[str]:
-    """Warnings an operator must see at every start."""
-    warnings = security_warnings(settings)
-    if settings.offline:
-        warnings.append("OFFLINE MODE: no OPENAI_API_KEY; replies come from the knowledge base alone.")
-    if not settings.twilio_configured:
-        warnings.append("Twilio is not configured: replies are recorded but not sent to WhatsApp.")
-    return warnings
-
-
 def security_warnings(settings: Settings) -> list[str]:
     """The boot warnings about unsafe or ignored settings (the start-up report explains the rest)."""
     warnings = []
@@ -353,17 +440,17 @@ def security_warnings(settings: Settings) -> list[str]:
             "TWILIO_VALIDATE_SIGNATURE=false: webhook signatures are NOT checked. "
             "Anyone can post fake messages. Use only for local experiments."
         )
+    if settings.media_allow_private_hosts:
+        warnings.append(
+            "MEDIA_ALLOW_PRIVATE_HOSTS=true: media downloads accept http and loopback/private "
+            "addresses (no SSRF protection). Use only for staging and local emulators."
+        )
     if settings.assistant_id:
         warnings.append(
             "ASSISTANT_ID is set but ignored: the OpenAI Assistants API was shut down on 2026-08-26; "
             "the persona now lives in documents/persona.md."
         )
     return warnings
-
-
-def log_boot_warnings(settings: Settings, logger: logging.Logger) -> None:
-    for warning in boot_warnings(settings):
-        logger.warning(warning)
 
 
 # ---- the instance's own secret -------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Database engine, sessions and start-up migrations.
 
 One engine per app (``Database``). SQLite runs in WAL mode with synchronous=NORMAL: a
-crashed process loses no committed row, and the webhook's insert does not wait on an
-fsync (see DESIGN.md's measurements). PostgreSQL is used through psycopg2.
+crashed process loses no committed row, and a commit does not wait on an fsync (the WAL
+is synced at checkpoints, so a power cut may lose the last commits). The design notes
+beside this repository (../shared/DESIGN.md, not part of it) measured synchronous=FULL:
+p99 near 500 ms from fsync stalls; docs/PERFORMANCE.md has our webhook's figures.
+PostgreSQL is used through psycopg2.
 
 Migrations are Alembic's (migrations/); ``Database.migrate()`` applies them under a lock
 (an advisory lock on PostgreSQL, a file lock on SQLite) so several gunicorn workers

@@ -1,7 +1,8 @@
 """One logging set-up for the whole app.
 
-Every line has a timestamp, level, logger, and the id of the work it belongs to
-(``msg=SM…`` in the webhook, ``turn=42`` in the pipeline) taken from a context variable,
+Every line has a timestamp, level, logger, and the id of the work it belongs to in
+brackets (the MessageSid, ``[SM…]``, in the webhooks; ``[turn=42]`` in the inbox and the
+pipeline; ``[-]`` elsewhere) taken from a context variable,
 so one message's story can be grepped across threads. Every line passes through
 ``redact``: no secret or full phone number reaches the logs. Uncaught exceptions in the
 main thread and in any other thread are logged instead of lost.

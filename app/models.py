@@ -5,8 +5,10 @@ keep a migration in step with every change here. All timestamps are naive UTC.
 
 Life of an inbound message (``Message.status``):
 ``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
-``answered`` | ``failed`` (reason in ``error``) | ``ignored`` (a human handoff is open, or the
-user opted out) | ``limited`` (over a per-user limit or the daily model budget; stored, not answered).
+``answered`` | ``failed`` (reason in ``error``) | ``waiting_human`` (a human handoff is open; it
+becomes ``answered`` when an operator replies, ``unanswered`` when the handoff ends without one)
+| ``ignored`` (the user opted out; also rows written before human takeover existed) | ``limited``
+(over a per-user limit or the daily model budget; stored, not answered).
 Outbound rows: ``pending`` (decided with the turn's answer) -> ``sending`` (the send began) ->
 any status Twilio reports, stored as it came (``queued``/``sent`` ... ``delivered``/``read``, or
 ``failed``/``undelivered`` with ``error_code``); ``refused`` when Twilio refused it at send time;
@@ -42,6 +44,7 @@ class Base(DeclarativeBase):
 
 # Inbound statuses
 RECEIVED, PROCESSING, ANSWERED, FAILED, IGNORED = "received", "processing", "answered", "failed", "ignored"
+WAITING_HUMAN, UNANSWERED = "waiting_human", "unanswered"
 # Outbound statuses of our own, before Twilio has the part:
 PENDING = "pending"  # decided and stored with the turn's answer, not sent yet
 SENDING = "sending"  # the send began; without a SID its outcome is unknown until reconciled
@@ -67,6 +70,9 @@ def status_rank(status: str) -> int:
 
 # Turn statuses
 TURN_PROCESSING, TURN_WAITING_RETRY, TURN_ANSWERED, TURN_FAILED = "processing", "waiting_retry", "answered", "failed"
+# A message from the team (an operator's reply, a handoff notice): a turn only so that its parts
+# go through the outbox like the bot's (rows per part, exactly once); the inbox never runs it.
+TURN_TEAM = "team"
 
 
 class User(Base):
@@ -158,6 +164,8 @@ class Message(Base):
     timings: Mapped[dict | None] = mapped_column(JSON)
     # Outbound only: when its send began (bounds the search of Twilio's list after a crash).
     send_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Outbound only: the operator who wrote this message (None: the bot).
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow, nullable=False)
 
@@ -196,6 +204,14 @@ class Handoff(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     closed_by: Mapped[str | None] = mapped_column(String(64))
+    # Who opened it: model | offline | operator | api; and the operator who took it over or
+    # answered first ("mine" in the inbox).
+    source: Mapped[str | None] = mapped_column(String(16))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    # The first operator answer, and the deadline for it (HANDOFF_TIMEOUT_HOURS after the
+    # team's next opening); past it with no answer, the user is told and the bot resumes.
+    answered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    answer_due_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     @classmethod
     def is_open(cls, now: dt.datetime):
@@ -289,6 +305,41 @@ class LoginAttempt(Base):
         Index("ix_login_attempts_key_created", "key", "created_at"),
         Index("ix_login_attempts_created", "created_at"),
     )
+
+
+class Notification(Base):
+    """One team notification of a handoff (webhook or one WhatsApp number), retried until sent.
+
+    ``text`` never holds a full phone number; ``target`` is ``webhook`` or the team member's
+    ``whatsapp:+E164`` (the team's own number, not the user's).
+    """
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id"), nullable=False, index=True)
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)  # webhook | whatsapp
+    target: Mapped[str] = mapped_column(String(64), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_sid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_notifications_status_next", "status", "next_attempt_at"),)
+
+
+class ConversationRead(Base):
+    """When an operator last opened a conversation: newer inbound messages are "unread" for them."""
+
+    __tablename__ = "conversation_reads"
+
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    read_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
 # ---- trust: usage counted in the database (app/ops/limits.py) ------------------------------

@@ -21,12 +21,12 @@ class Services:
     inbox: object = None
     _observed_base_url: str | None = None
 
-    def remember_base_url(self, url_twilio_called: str) -> None:
-        """Without PUBLIC_BASE_URL, the origin of a validly signed webhook is our public origin."""
+    def remember_base_url(self, app_url: str) -> None:
+        """Without PUBLIC_BASE_URL, the app's root in a validly signed webhook's URL (origin and
+        mount prefix, app.channels.twilio.signature.public_app_url) is our public address."""
         if self.settings.public_base_url:
             return
-        parts = url_twilio_called.split("/", 3)
-        self._observed_base_url = "/".join(parts[:3])
+        self._observed_base_url = app_url.rstrip("/")
 
     def public_base_url(self) -> str | None:
         return self.settings.public_base_url or self._observed_base_url

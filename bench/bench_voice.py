@@ -44,12 +44,13 @@ PUBLIC = "https://bot.example.com"
 
 def build_app(tmp: str, twilio: TwilioFake, openai_fake: OpenAIFake, eleven: ElevenLabsFake):
     settings = Settings.from_env(
-        env={}, database_url=f"sqlite:///{tmp}/bench.db", instance_dir=f"{tmp}/instance",
+        env={"MEDIA_ALLOW_PRIVATE_HOSTS": "true"},  # the emulators listen on http://127.0.0.1
+        database_url=f"sqlite:///{tmp}/bench.db", instance_dir=f"{tmp}/instance",
         public_base_url=PUBLIC, twilio_account_sid=twilio.account_sid, twilio_auth_token=twilio.auth_token,
         twilio_phone_number=NUMBER, twilio_api_base_url=twilio.base_url,
         openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=0,
         elevenlabs_api_key=eleven.api_key, elevenlabs_base_url=eleven.base_url,
-        media_allowed_hosts=("127.0.0.1",), media_allow_private_hosts=True,
+        media_allowed_hosts=("127.0.0.1",),
         coalesce_window_seconds=0.0, secret_key="bench-secret", log_level="WARNING",
     )
     return create_app(settings)

@@ -1,5 +1,6 @@
 """Shared test set-up: databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
-an app factory wired to the provider emulators, and Twilio-signed requests.
+an app factory wired to the provider emulators, Twilio-signed requests, and small helpers
+to poll for a condition and read rows.
 """
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import os
 import time
 
 import pytest
+from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from app import create_app
 from app.config import Settings
+from app.models import Message
 from tests.pg_schema import throwaway_schema
 
 pytest_plugins = ["tests.fakes.fixtures"]
@@ -19,6 +22,8 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 
 TWILIO_NUMBER = "whatsapp:+14155238886"
+# The environment a test app reads: media from the emulators on loopback over http.
+EMULATOR_ENV = {"MEDIA_ALLOW_PRIVATE_HOSTS": "true"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -52,10 +57,10 @@ def make_settings(database_url, tmp_path, twilio_fake):
             retry_backoff_seconds=(0.2, 0.2),
             workers=4,
             secret_key="test-secret-key-123456",
-            media_allow_private_hosts=True,
         )
         values.update(overrides)
-        return Settings.from_env(env={}, **values)
+        # The emulators listen on http://127.0.0.1: allowed the way staging allows them.
+        return Settings.from_env(env=EMULATOR_ENV, **values)
 
     return factory
 
@@ -110,3 +115,23 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def rows(app, stmt):
+    with app.extensions["endrigo"].db.session() as session:
+        return list(session.execute(stmt))
+
+
+def scalar(app, stmt):
+    with app.extensions["endrigo"].db.session() as session:
+        return session.scalar(stmt)
+
+
+def inbound_done(app, expected: int) -> bool:
+    return scalar(app, select(func.count()).select_from(Message).where(
+        Message.direction == "in", Message.status.in_(("answered", "failed")))) == expected
+
+
+def overlaps(intervals):
+    ordered = sorted(intervals)
+    return any(b[0] < a[1] for a, b in zip(ordered, ordered[1:]))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.config import ConfigError, Settings, listen_address, load_env_file
+from app.config import ConfigError, Settings, listen_address, load_env_file, normalize_whatsapp_number
 from app.ops.startup import local_base_url, startup_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,3 +268,79 @@ def test_report_uses_the_server_address_for_the_local_urls():
     lines = startup_report(Settings.from_env(env={}), env={"PORT": "8080"})
     note = next(line for _, line in lines if "PUBLIC_BASE_URL is unset" in line)
     assert "http://127.0.0.1:8080/webhook/whatsapp and http://127.0.0.1:8080/webhook/whatsapp/status" in note
+
+
+# ---- settings: boot normalisation, bad values, start-up warnings -----------------------------------
+
+
+@pytest.mark.parametrize("raw", ["14155238886", "+14155238886", "whatsapp:+14155238886", " +1 (415) 523-8886 "])
+def test_phone_number_is_normalised_at_boot(raw):
+    assert Settings.from_env(env={"TWILIO_PHONE_NUMBER": raw}).twilio_phone_number == "whatsapp:+14155238886"
+    assert normalize_whatsapp_number(raw) == "whatsapp:+14155238886"
+
+
+@pytest.mark.parametrize("raw", ["hello", "whatsapp:+", "+0123", "123"])
+def test_a_value_that_is_not_a_phone_number_stops_start_up_naming_the_variable(raw):
+    with pytest.raises(ConfigError, match="TWILIO_PHONE_NUMBER"):
+        Settings.from_env(env={"TWILIO_PHONE_NUMBER": raw})
+
+
+def test_other_bad_values_name_their_variable():
+    with pytest.raises(ConfigError, match="WORKERS"):
+        Settings.from_env(env={"WORKERS": "many"})
+    with pytest.raises(ConfigError, match="MEDIA_BACKEND"):
+        Settings.from_env(env={"MEDIA_BACKEND": "ftp"})
+    with pytest.raises(ConfigError, match="GCS_BUCKET_NAME"):
+        Settings.from_env(env={"MEDIA_BACKEND": "gcs"})
+
+
+def test_postgres_urls_use_psycopg2():
+    settings = Settings.from_env(env={"DATABASE_URL": "postgres://u:p@db.example.com/x"})
+    assert settings.database_url == "postgresql+psycopg2://u:p@db.example.com/x"
+
+
+def test_assistant_id_and_unsigned_webhooks_warn_at_start(make_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        make_app(start_workers=False, assistant_id="asst_123", twilio_validate_signature=False)
+    text = caplog.text
+    assert "Assistants API was shut down on 2026-08-26" in text and "documents/persona.md" in text
+    assert "TWILIO_VALIDATE_SIGNATURE=false" in text
+
+
+def test_every_environment_variable_read_is_documented_in_env_example():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    read = set(re.findall(r'env(?:\.get)?\(\s*(?:env,\s*)?"([A-Z_]+)"', (root / "app/config.py").read_text()))
+    read |= set(re.findall(r'_(?:str|int|float)\(env, "([A-Z_]+)"', (root / "app/config.py").read_text()))
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
+    assert read and read <= documented, f"undocumented: {sorted(read - documented)}"
+
+
+def test_shared_keys_are_parsed_from_the_environment():
+    settings = Settings.from_env(env={"TWILIO_WEBHOOK_SHARED_KEYS": " k_old=secret-one-abc , k.new-2=c2VjcmV0LXR3bw==,"})
+    assert settings.twilio_webhook_shared_keys == (("k_old", "secret-one-abc"), ("k.new-2", "c2VjcmV0LXR3bw=="))
+    assert Settings.from_env(env={}).twilio_webhook_shared_keys == ()
+    assert Settings.from_env(env={}, twilio_webhook_shared_keys="a=12345678").twilio_webhook_shared_keys == \
+        (("a", "12345678"),)
+
+
+@pytest.mark.parametrize("raw", ["k1", "k1=secret-one-abc,k2", "=secret-one-abc", "k1=", "k1=short",
+                                 "k1=secret-one-abc,k1=secret-two-abc", "k 1=secret-one-abc"])
+def test_bad_shared_keys_stop_start_up_naming_the_variable_not_the_secret(raw):
+    with pytest.raises(ConfigError, match="TWILIO_WEBHOOK_SHARED_KEYS") as err:
+        Settings.from_env(env={"TWILIO_WEBHOOK_SHARED_KEYS": raw})
+    assert "secret-one-abc" not in str(err.value) and "secret-two-abc" not in str(err.value)
+
+
+def test_public_base_url_may_carry_a_mount_path_but_no_query():
+    assert Settings.from_env(env={"PUBLIC_BASE_URL": "https://example.com/bot/"}).public_base_url == \
+        "https://example.com/bot"
+    assert Settings.from_env(env={"PUBLIC_BASE_URL": "https://bot.example.com/"}).public_base_url == \
+        "https://bot.example.com"
+    for bad in ("bot.example.com", "https://example.com/bot?x=1", "https://example.com/#top", "ftp://example.com"):
+        with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+            Settings.from_env(env={"PUBLIC_BASE_URL": bad})
+
+

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 from tests.fakes import audio_samples
 from tests.fakes.base import FakeServer
 from tests.fakes.elevenlabs_fake import DEFAULT_VOICE
-from tests.fakes.openai_fake import decoded_seconds
+from tests.fakes.openai_fake import decoded_seconds, reasoning_item, web_search_call_item
 
 CUSTOMER = "whatsapp:+5511999990001"
 
@@ -383,6 +383,40 @@ def test_openai_refuses_what_the_api_refuses(oai, kwargs, fragment):
     with pytest.raises(openai.BadRequestError) as err:
         oai.responses.create(model="gpt-5.4-mini", **kwargs)
     assert fragment in err.value.message
+
+
+@pytest.mark.nonconformant_ok  # an input item type the API does not know, on purpose
+def test_openai_refuses_an_input_item_of_an_unknown_type(oai):
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.responses.create(model="gpt-5.4-mini", input=[{"role": "user", "content": "oi"},
+                                                          {"type": "future_widget", "id": "fw_1", "payload": {}}])
+    assert err.value.status_code == 400 and "Invalid value: 'future_widget'" in err.value.message
+    assert err.value.param == "input[1].type"
+
+
+def test_openai_injected_output_items_and_encrypted_reasoning(openai_fake, oai):
+    openai_fake.inject_output([{"type": "future_widget", "payload": {"x": 1}}, web_search_call_item()])
+    openai_fake.queue_output([reasoning_item(), {"type": "function_call", "name": "get_weather",
+                                                 "arguments": {"city": "Recife"}}])
+    first = oai.responses.create(model="gpt-5.4-mini", input="Tempo?", tools=[WEATHER_TOOL], store=False,
+                                 include=["reasoning.encrypted_content"])
+    assert [item.type for item in first.output] == ["future_widget", "web_search_call", "reasoning", "function_call"]
+    reasoning, call = first.output[2], first.output[3]
+    assert reasoning.encrypted_content.startswith("gAAAAA")
+    # Sent back with its encrypted content, a reasoning item is accepted under store=false ...
+    items = [{"role": "user", "content": "Tempo?"}, reasoning.model_dump(exclude_none=True),
+             call.model_dump(exclude_none=True), {"type": "function_call_output", "call_id": call.call_id, "output": "30"}]
+    assert oai.responses.create(model="gpt-5.4-mini", input=items, store=False).output_text == "[fake] Tempo?"
+    # ... without it, the API has nothing to find it by.
+    bare = dict(items[1])
+    bare.pop("encrypted_content")
+    with pytest.raises(openai.BadRequestError, match="Items are not persisted"):
+        oai.responses.create(model="gpt-5.4-mini", input=[items[0], bare, *items[2:]], store=False)
+    # Without the include, reasoning items carry no encrypted content; the injection was one-shot.
+    openai_fake.queue_output([reasoning_item(), "ok"])
+    second = oai.responses.create(model="gpt-5.4-mini", input="Oi")
+    assert [item.type for item in second.output] == ["reasoning", "message"]
+    assert second.output[0].encrypted_content is None
 
 
 def test_openai_requires_an_output_for_every_call(openai_fake, oai):

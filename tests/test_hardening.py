@@ -16,7 +16,7 @@ from sqlalchemy import select
 from app.models import Message, ProviderStatus, User
 from app.redaction import mask_phone, redact
 from tests.conftest import post_signed, sign
-from tests.test_dashboard import PASSWORD, login
+from tests.web.dashboard.test_dashboard import PASSWORD, login
 
 PATH = "/webhook/whatsapp"
 STATUS = "/webhook/whatsapp/status"

@@ -10,12 +10,12 @@ from sqlalchemy import func, select
 from app.clients.storage import GCSStorage
 from app.db import utcnow
 from app.inbox import maintenance
-from app.models import Handoff, Lead, LimitEvent, Message, OperatorAction, Turn, User
+from app.models import Handoff, Lead, LimitEvent, Message, Notification, OperatorAction, Turn, User
 from app.operators import audit
 from app.pipeline import notices
+from tests.clients.test_storage import BUCKET, gcs_emulator, gcs_settings, signing_credentials  # noqa: F401 - fixtures
 from tests.conftest import post_signed
-from tests.test_dashboard import PASSWORD, csrf_token, login
-from tests.test_storage import BUCKET, gcs_emulator, gcs_settings, signing_credentials  # noqa: F401 - fixtures
+from tests.web.dashboard.test_dashboard import PASSWORD, csrf_token, login
 
 PHONE = "+5511987654321"
 
@@ -50,9 +50,12 @@ def seed(app, phone=PHONE, days_ago: float = 0) -> int:
             Message(user_id=user.id, turn_id=turn.id, direction="out", kind="audio", status="delivered",
                     body="Olá Maria", media_url=stored.url, part_index=0, created_at=when),
             Lead(user_id=user.id, name="Maria Silva", interest="curso", email="maria@example.com", phone=phone),
-            Handoff(user_id=user.id, reason="quer falar com humano", status="closed"),
+            handoff := Handoff(user_id=user.id, reason="quer falar com humano", status="closed"),
             LimitEvent(user_id=user.id, limit_name="messages_per_day", window_key="2026-12-01"),
         ])
+        session.flush()
+        session.add(Notification(handoff_id=handoff.id, channel="webhook", target="webhook",
+                                 text="Maria pediu atendimento"))
         user_id = user.id
     audit.record(services.db, "ana", audit.REPLY, user_id=user_id, detail={"text": "Oi Maria, tudo bem?"})
     return user_id, stored.key
@@ -85,7 +88,7 @@ def test_cli_erase_needs_yes_then_deletes_and_anonymises(app):
     result = runner.invoke(args=["users", "erase", PHONE, "--yes"])
     assert result.exit_code == 0, result.output
     assert services.storage.path_for(key) is None  # the voice file is gone
-    for model in (Message, Turn, Lead, Handoff, LimitEvent):
+    for model in (Message, Turn, Lead, Handoff, LimitEvent, Notification):
         assert q(app, select(func.count()).select_from(model)) == 0, model.__name__
     with services.db.session() as session:
         user = session.get(User, user_id)

@@ -17,7 +17,7 @@ from app.logging import RedactingFormatter
 from app.models import Handoff, Lead, LimitEvent, Message, User
 from tests.conftest import post_signed, sign, wait_for
 from tests.fakes import audio_samples
-from tests.test_dashboard import PASSWORD, all_routes, concrete_path, csrf_token, login
+from tests.web.dashboard.test_dashboard import PASSWORD, all_routes, concrete_path, csrf_token, login
 
 PATH = "/webhook/whatsapp"
 XSS_BODY = '<script>alert("body")</script>'

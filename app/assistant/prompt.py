@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.assistant.formatting import truncate
 from app.assistant.reply_mode import REPLY_MODE_LABELS
 from app.localtime import WEEKDAYS_PT, now_local, to_local
-from app.models import TURN_ANSWERED, Message, Turn
+from app.models import TURN_ANSWERED, TURN_TEAM, Message, Turn
 from app.turn import Passage, UserSnapshot
 
 HISTORY_TURNS = 8
@@ -77,13 +77,20 @@ def format_datetime() -> str:
 
 # ---- history ----------------------------------------------------------------------------
 
+TEAM_PREFIX = "[Equipe Endrigo]"
+
+
 def load_history(db, user_id: int, turn_id: int) -> list[dict]:
-    """This user's last answered turns as user/assistant items, oldest first, within the size cap."""
+    """This user's last turns as user/assistant items, oldest first, within the size cap.
+
+    Besides the bot's answered turns: what the user wrote while a person handled the
+    conversation (turns with no bot reply), and the team's messages (team turns) as
+    assistant items marked ``[Equipe Endrigo]``, so the bot knows what the team promised.
+    """
     with db.session() as session:
         turns = session.execute(
-            select(Turn.id, Turn.reply_text)
-            .where(Turn.user_id == user_id, Turn.id < turn_id, Turn.status == TURN_ANSWERED,
-                   Turn.reply_text.is_not(None))
+            select(Turn.id, Turn.status, Turn.reply_text, Turn.reply_kind)
+            .where(Turn.user_id == user_id, Turn.id < turn_id, Turn.status.in_((TURN_ANSWERED, TURN_TEAM)))
             .order_by(Turn.id.desc())
             .limit(HISTORY_TURNS)
         ).all()
@@ -98,15 +105,25 @@ def load_history(db, user_id: int, turn_id: int) -> list[dict]:
     said: dict[int, list[str]] = defaultdict(list)
     for row in rows:
         said[row.turn_id].extend(part.strip() for part in (row.body, row.transcription) if part and part.strip())
-    pairs: list[list[dict]] = []
+    blocks: list[list[dict]] = []
     used = 0
     for turn in turns:  # newest first: the oldest are the ones dropped
         user_text = truncate("\n".join(said.get(turn.id, [])), HISTORY_ITEM_MAX_CHARS)
-        reply = truncate(turn.reply_text, HISTORY_ITEM_MAX_CHARS)
-        if not user_text or not reply:
+        if turn.status == TURN_TEAM:
+            words = truncate(turn.reply_text or "", HISTORY_ITEM_MAX_CHARS) or f"(enviou um arquivo: {turn.reply_kind})"
+            reply = f"{TEAM_PREFIX} {words}"
+        else:
+            reply = truncate(turn.reply_text or "", HISTORY_ITEM_MAX_CHARS)
+        block = []
+        if user_text:
+            block.append({"role": "user", "content": user_text})
+        if reply:
+            block.append({"role": "assistant", "content": reply})
+        if not block or (turn.status == TURN_ANSWERED and not turn.reply_text and not user_text):
             continue
-        if used + len(user_text) + len(reply) > HISTORY_MAX_CHARS:
+        size = len(user_text) + len(reply)
+        if used + size > HISTORY_MAX_CHARS:
             break
-        used += len(user_text) + len(reply)
-        pairs.append([{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}])
-    return [item for pair in reversed(pairs) for item in pair]
+        used += size
+        blocks.append(block)
+    return [item for block in reversed(blocks) for item in block]

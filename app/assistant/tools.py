@@ -21,16 +21,20 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import select
 
 from app.assistant.formatting import truncate
+from app.assistant.handoff import open_handoff
 from app.assistant.reply_mode import REPLY_MODES
 from app.db import utcnow
 from app.localtime import WEEKDAYS_PT, now_local, to_local
-from app.models import Handoff, Lead, User
+from app.models import Lead, User
 from app.turn import UserSnapshot
+
+if TYPE_CHECKING:  # pragma: no cover - the services sit above the assistant
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,12 @@ class ToolArgumentError(ValueError):
 class ToolContext:
     """What a tool may touch: the services and the turn's own user (a snapshot it keeps current)."""
 
-    services: Any
+    services: "Services"
     user: UserSnapshot
     turn_id: int | None = None
     handoff_opened: bool = False
+    # The honest "what happens next" of the handoff this turn opened (app/assistant/handoff.py).
+    handoff_message: str | None = None
 
     @classmethod
     def for_turn(cls, ctx) -> "ToolContext":
@@ -267,26 +273,18 @@ def capture_lead(tc: ToolContext, args: dict) -> dict:
 
 
 def request_human_handoff(tc: ToolContext, args: dict) -> dict:
+    """Open (or find) the user's handoff through the one entry point, app/assistant/handoff.py."""
     reason = _clean_text(args.get("reason"), "reason", MAX_REASON_CHARS, required=True)
-    now = utcnow()
-    with tc.services.db.session() as session:
-        handoff = session.scalar(
-            select(Handoff).where(Handoff.user_id == tc.user.id, Handoff.is_open(now))
-            .order_by(Handoff.id.desc()).limit(1)
-        )
-        already_open = handoff is not None
-        if handoff is None:
-            expires = now + dt.timedelta(hours=tc.settings.handoff_expiry_hours)
-            handoff = Handoff(user_id=tc.user.id, reason=reason, status="open", opened_at=now, expires_at=expires)
-            session.add(handoff)
-            session.flush()
-        handoff_id, expires_at = handoff.id, handoff.expires_at
+    source = "offline" if tc.settings.offline else "model"
+    info = open_handoff(tc.services, tc.user.id, reason, source=source)
     tc.handoff_opened = True
+    tc.handoff_message = info.user_message
     return {
-        "ok": True, "handoff_id": handoff_id, "already_open": already_open,
-        "expires_at": to_local(expires_at).isoformat(timespec="minutes") if expires_at else None,
-        "instructions": "Avise a pessoa que alguém da equipe vai continuar a conversa por aqui. "
-                        "Até lá, o assistente não responde mais a esta pessoa.",
+        "ok": True, "handoff_id": info.id, "already_open": info.already_open,
+        "expires_at": to_local(info.expires_at).isoformat(timespec="minutes") if info.expires_at else None,
+        # What the user must hear, true to BUSINESS_HOURS; the offline assistant sends it as is.
+        "message": info.user_message,
+        "instructions": "Avise a pessoa, com estas informações e sem prometer outro prazo: " + info.user_message,
     }
 
 

@@ -1,9 +1,10 @@
-"""Outbound channels: how a turn's reply parts leave the app.
+"""The channels: how a message comes in and how a turn's reply parts leave the app.
 
-``twilio`` sends through Twilio's REST API (real WhatsApp users); ``simulator`` records
-replies for the dashboard's chat simulator. Each channel keeps its input and output
-together (``twilio/inbound.py`` reads Twilio's webhook form). ``outbox`` is the one way out:
-every part is written down before it is sent, and sent once.
+``twilio`` is WhatsApp through Twilio: the inbound form (``twilio/inbound.py``), webhook
+signatures, delivery status callbacks, the outbound send and split, media download.
+``simulator`` is the dashboard's chat: its input becomes an ``Inbound``, its replies are
+recorded instead of sent. ``outbox`` is the one way out: every part is written down before
+it is sent, and sent once. ``channel_for`` picks a user's outbound channel.
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ Index ranges keep the kinds of part apart: the reply 0-99, the text fallback of 
 reply 100-199, the holding message 1000, the apology 1001, the trust notices 1002-1009
 (opt-out and opt-in confirmations, limit notices, erasure answer: app/pipeline/gate.py),
 and 3000+ the template re-send of a part WhatsApp failed outside the 24-hour window.
-``deliver`` sends ad-hoc parts (holding, apology, fallbacks) with the same guarantees.
+``deliver`` sends ad-hoc parts (holding, apology, fallbacks) with the same guarantees. A team
+turn (an operator's reply, app/assistant/handoff.py) uses 0-49 for its text and 50 for its media.
 
 Right before each send the policy (app/channels/policy.py) decides: send, send as the
 fallback template, or record the row as not sent / held with the reason.
@@ -45,6 +46,7 @@ from app.models import (
     SENDING,
     STATUS_CHARS,
     TERMINAL_STATUSES,
+    TURN_TEAM,
     Message,
     Turn,
     User,
@@ -104,8 +106,8 @@ def decide(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart]
 
 
 def _row(user: UserSnapshot, turn_id: int, part: OutboundPart, channel_name: str, spoken_text: str | None,
-         status: str) -> Message:
-    return Message(
+         status: str, operator_id: int | None = None) -> Message:
+    return Message(operator_id=operator_id,
         user_id=user.id, turn_id=turn_id, direction="out", channel=channel_name, kind=part.kind,
         part_index=part.index, body=part.body if part.kind in ("text", "template") else spoken_text,
         media_url=part.media_url, media_type=part.media_type, status=status,
@@ -143,12 +145,15 @@ def send_decided(services, turn_id: int, user: UserSnapshot) -> None:
 
 
 def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart],
-            spoken_text: str | None = None) -> None:
-    """Send ``parts`` in order, each exactly once: skip the accepted, reconcile the unknown."""
+            spoken_text: str | None = None, operator_id: int | None = None) -> None:
+    """Send ``parts`` in order, each exactly once: skip the accepted, reconcile the unknown.
+
+    ``operator_id``: the operator who wrote these parts (team turns); None for the bot.
+    """
     channel = channel_for(services, user)
     for part in parts:
         try:
-            row_id = _claim(services, channel, turn_id, user, part, spoken_text)
+            row_id = _claim(services, channel, turn_id, user, part, spoken_text, operator_id)
         except TwilioSendError as exc:  # reconciling an unknown outcome asks Twilio's list
             services.provider_health.error("twilio", exc.reason)
             raise RetryableTurnError(exc.reason, kind="send") from exc
@@ -196,13 +201,13 @@ def _record_kind(services, row_id: int, kind: str) -> None:
 
 
 def _claim(services, channel, turn_id: int, user: UserSnapshot, part: OutboundPart,
-           spoken_text: str | None) -> int | None:
+           spoken_text: str | None, operator_id: int | None = None) -> int | None:
     """The part's row, marked ``sending``; None when Twilio already has it (or it is done with)."""
     with services.db.session() as session:
         row = session.scalar(select(Message).where(
             Message.turn_id == turn_id, Message.part_index == part.index, Message.direction == "out"))
         if row is None:
-            row = _row(user, turn_id, part, channel.name, spoken_text, PENDING)
+            row = _row(user, turn_id, part, channel.name, spoken_text, PENDING, operator_id)
             session.add(row)
             session.flush()
         if row.provider_sid or row.status in (REFUSED, CANCELED_BY_US) or (
@@ -283,7 +288,8 @@ def send_text_fallback(services, turn_id: int) -> None:
     with services.db.session() as session:
         turn = session.get(Turn, turn_id)
         user = session.get(User, turn.user_id)
-        text = turn.reply_text
+        # A team turn's text went out as its own parts already; only the bot's voice has a text twin.
+        text = turn.reply_text if turn.status != TURN_TEAM else None
         snapshot = UserSnapshot.of(user)
     if not text:
         return

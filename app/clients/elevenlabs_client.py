@@ -3,8 +3,9 @@
 ``ElevenLabsGateway.synthesize`` asks for OGG/Opus directly (``opus_48000_32``): that is
 what WhatsApp shows as a voice message, so no FFmpeg re-encoding is needed on the hot path.
 The bytes are checked by their magic before anyone stores them, and every failure becomes
-``TTSError(kind, reason)`` (a ``GatewayError``) with a reason free of secrets, so the pipeline can decide between
-retrying, falling back to text and telling operators.
+``TTSError(kind, reason)`` (a ``GatewayError``) with a reason free of secrets. Nothing
+retries a synthesis: the speak stage answers by text at once and records the reason for
+operators (provider health); only unusable Opus bytes lead to a second request, for PCM.
 
 Preparing text for the voice is the assistant's job: app/assistant/speech_text.py.
 """
@@ -56,10 +57,10 @@ class TTSError(GatewayError):
 
     provider = "elevenlabs"
 
-    def __init__(self, kind: str, reason: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(self, kind: str, reason: str, *, status: int | None = None):
         if kind not in TTS_ERROR_KINDS:
             raise ValueError(f"unknown TTSError kind {kind!r}")
-        super().__init__(kind, reason, retryable=kind in RETRYABLE_KINDS, status=status, retry_after=retry_after)
+        super().__init__(kind, reason, retryable=kind in RETRYABLE_KINDS, status=status)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class ElevenLabsGateway:
             "output_format": output_format,
             "voice_settings": VoiceSettings(**self.voice_settings),
             "apply_text_normalization": "auto",
-            # The pipeline owns retries (it knows the turn's time budget); the SDK must not add its own.
+            # No retries: a retry would not fit the turn's time budget; the answer goes as text instead.
             "request_options": {"timeout_in_seconds": timeout, "max_retries": 0},
         }
         if model_id in LANGUAGE_CODE_MODELS:
@@ -148,7 +149,7 @@ class ElevenLabsGateway:
                 if time.monotonic() > deadline:
                     raise TTSError("timeout", f"ElevenLabs did not finish within {timeout:g} s")
         except (ApiError, ParsingError) as exc:  # ParsingError: an error body of an unexpected shape
-            raise classify_api_error(exc.status_code, exc.body, exc.headers) from exc
+            raise classify_api_error(exc.status_code, exc.body) from exc
         except httpx.TimeoutException as exc:
             raise TTSError("timeout", f"ElevenLabs did not answer within {timeout:g} s") from exc
         except httpx.TransportError as exc:
@@ -172,15 +173,7 @@ def _detail(body) -> tuple[str, str]:
     return "", str(detail or "")[:200]
 
 
-def _retry_after(headers) -> float | None:
-    value = (headers or {}).get("retry-after") or (headers or {}).get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def classify_api_error(status: int | None, body, headers=None) -> TTSError:
+def classify_api_error(status: int | None, body) -> TTSError:
     """Map an HTTP error from ElevenLabs to a TTSError. Quota is a 401, not a 429."""
     code, message = _detail(body)
     # " - " rather than ": " keeps redact() from taking "invalid_api_key: Invalid" for a key=value secret.
@@ -198,7 +191,7 @@ def classify_api_error(status: int | None, body, headers=None) -> TTSError:
         kind = "timeout"
     else:
         kind = "bad_request"  # 400, 404 (unknown voice), 422 validation
-    return TTSError(kind, reason, status=status, retry_after=_retry_after(headers))
+    return TTSError(kind, reason, status=status)
 
 
 def content_type_for(output_format: str) -> str:

@@ -15,14 +15,13 @@ class GatewayError(Exception):
     provider = "provider"
 
     def __init__(self, kind: str, reason: str, *, retryable: bool, code: str | None = None,
-                 status: int | None = None, retry_after: float | None = None):
+                 status: int | None = None):
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
         self.retryable = retryable
         self.code = code
         self.status = status
-        self.retry_after = retry_after
 
 
 def turn_error(exc: GatewayError, stage: str) -> RetryableTurnError | PermanentTurnError:

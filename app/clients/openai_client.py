@@ -49,7 +49,7 @@ class OpenAIGateway:
 
     @property
     def available(self) -> bool:
-        return self._client is not None
+        return self.settings.openai_configured
 
     @property
     def client(self) -> OpenAI:

@@ -13,7 +13,8 @@ fresh checkout works:
   anonymous (real credentials hang on a token refresh offline) and URLs are signed with a
   local key and pointed at the emulator.
 
-``status()`` reports configuration for /health and never includes secrets.
+``status()`` reports configuration and contents for the dashboard's /system/advanced-status
+and never includes secrets.
 """
 from __future__ import annotations
 
@@ -42,12 +43,16 @@ CONTENT_TYPES_BY_SUFFIX = {
     ".amr": "audio/amr",
     ".m4a": "audio/mp4",
     ".aac": "audio/aac",
+    # Files an operator sends from the dashboard (types WhatsApp delivers as media).
+    ".pdf": "application/pdf",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
 }
-_CONTENT_TYPE_ALIASES = {"audio/mp3": "audio/mpeg", "audio/opus": "audio/ogg"}
+_CONTENT_TYPE_ALIASES = {"audio/mp3": "audio/mpeg", "audio/opus": "audio/ogg", "image/jpg": "image/jpeg"}
 
 # 32 URL-safe random characters (192 bits) plus a known suffix: the only names we create,
 # and the only names the media route will ever open.
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}\.(?:ogg|mp3|amr|m4a|aac)")  # always used with fullmatch
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}\.(?:ogg|mp3|amr|m4a|aac|pdf|jpg|png)")  # always used with fullmatch
 TOKEN_SALT = "endrigo.media-url"  # separates these tokens from anything else signed with the key
 MAX_V4_EXPIRY_SECONDS = 7 * 24 * 3600  # GCS refuses longer V4 signatures
 

@@ -3,6 +3,12 @@
 ``TwilioGateway`` sends WhatsApp messages through the REST API (pointed at an emulator
 by TWILIO_API_BASE_URL) and checks webhook signatures with Twilio's own
 ``RequestValidator``. Errors come back classified, with reasons safe to show operators.
+
+Signatures: a webhook signed with a SharedKey carries
+``X-Twilio-Webhooks-Signature-Settings: key=<keyId>,algorithm=<algorithm>``; it is checked
+with that key's secret (TWILIO_WEBHOOK_SHARED_KEYS) and the algorithm named there, and a key
+id we do not know is refused. Without a key in the header, the auth token signs (HMAC-SHA1,
+or the algorithm the header names).
 """
 from __future__ import annotations
 
@@ -54,29 +60,30 @@ class TwilioGateway:
                 self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
                 self._client.messaging.base_url = settings.twilio_api_base_url.rstrip("/")
         self._validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+        self._shared_key_validators = {key_id: RequestValidator(secret)
+                                       for key_id, secret in settings.twilio_webhook_shared_keys}
 
     @property
-    def can_send(self) -> bool:
-        return self._client is not None and bool(self.settings.twilio_phone_number)
+    def available(self) -> bool:
+        return self.settings.twilio_configured
 
     def send(self, to: str, *, body: str | None = None, media_url: str | None = None,
              status_callback: str | None = None, content_sid: str | None = None,
              content_variables: dict | None = None) -> SentMessage:
-        """Send one WhatsApp message: free text / one media, or a Content template
-        (``content_sid`` with ``content_variables``, the only kind allowed outside the 24-hour window)."""
-        if not self.can_send:
+        """Send a free-form message, or a Content template (``content_sid``) outside the 24-hour window."""
+        if not self.available:
             raise TwilioSendError("unconfigured", "Twilio is not configured", retryable=False)
         kwargs: dict = {"to": to, "from_": self.settings.twilio_phone_number}
-        if body:
+        if content_sid:
+            kwargs["content_sid"] = content_sid
+            if content_variables:
+                kwargs["content_variables"] = json.dumps(content_variables, ensure_ascii=False)
+        elif body:
             kwargs["body"] = body
         if media_url:
             kwargs["media_url"] = [media_url]
         if status_callback:
             kwargs["status_callback"] = status_callback
-        if content_sid:
-            kwargs["content_sid"] = content_sid
-            if content_variables:
-                kwargs["content_variables"] = json.dumps(content_variables, ensure_ascii=False)
         try:
             message = self._client.messages.create(**kwargs)
         except TwilioRestException as exc:
@@ -121,7 +128,7 @@ class TwilioGateway:
         alone, kept to messages created since ``since``. The Media resource does not say
         which URL a media came from, so a media part matches by having media and no body.
         """
-        if not self.can_send:
+        if not self.available:
             return []
         since_aware = since.replace(tzinfo=dt.timezone.utc)
         try:
@@ -147,9 +154,42 @@ class TwilioGateway:
                 found[message.sid] = SentMessage(sid=message.sid, status=message.status or "queued")
         return list(found.values())
 
-    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
-        """Check X-Twilio-Signature exactly as Twilio computes it (SHA-1, or SHA-256 when announced)."""
-        if not signature or self._validator is None:
-            return False
+    def signature_problem(self, url: str, params, signature: str | None,
+                          settings_header: str | None) -> str | None:
+        """Why X-Twilio-Signature does not prove the request is Twilio's, or None when it does.
+
+        Computed exactly as Twilio does (``RequestValidator``): SHA-1, or the algorithm named in
+        the signature-settings header; with the SharedKey that header names, else the auth token.
+        """
+        if not signature:
+            return "missing X-Twilio-Signature"
+        key_id = signature_key_id(settings_header)
+        if key_id is not None:
+            validator = self._shared_key_validators.get(key_id)
+            if validator is None:
+                return "unknown signing key"
+        elif self._validator is None:
+            return "no auth token to check X-Twilio-Signature"
+        else:
+            validator = self._validator
         algorithm = get_signature_algorithm(settings_header)
-        return self._validator.validate(url, params, signature, algorithm=algorithm)
+        if not validator.validate(url, params, signature, algorithm=algorithm):
+            return "invalid X-Twilio-Signature"
+        return None
+
+    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
+        return self.signature_problem(url, params, signature, settings_header) is None
+
+
+def signature_key_id(settings_header: str | None) -> str | None:
+    """The SharedKey id named in X-Twilio-Webhooks-Signature-Settings (``key=<id>,algorithm=…``).
+
+    Parsed like the SDK's ``get_signature_algorithm`` reads ``algorithm``: comma-separated
+    ``name=value`` parts, blanks stripped. None when the header names no key; ``""`` when it
+    has a ``key=`` without a value (which matches no key, so it is refused).
+    """
+    for part in (settings_header or "").split(","):
+        name, separator, value = part.partition("=")
+        if separator and name.strip() == "key":
+            return value.strip()
+    return None

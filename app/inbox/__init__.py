@@ -122,6 +122,7 @@ class Inbox:
         user_ids = maintenance.users_with_work(self.db)
         for user_id in user_ids:
             self.notify(user_id)
+        maintenance.handoff_sweep(self.services)
         return user_ids
 
     def retry_failed_turn(self, turn_id: int) -> bool:

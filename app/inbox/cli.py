@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.inbox import privacy
 from app.operators import audit
-from app.services import current_services
 
 CLI_ACTOR = "cli"
 
 users_cli = AppGroup("users", help="Export or erase one user's data (LGPD requests).")
+
+
+def current_services():
+    """The app's Services (read from the Flask app, not imported: app.services sits above the inbox)."""
+    return current_app.extensions["endrigo"]
 
 
 def register_cli(app: Flask) -> None:

@@ -2,8 +2,10 @@
 
 Recovery (at start and every RECOVERY interval) finds every user with ``received``
 messages, turns whose processor died (expired lease), or retries that are due. The hourly
-maintenance closes expired handoffs and deletes old voice files and simulator uploads, and
-with RETENTION_DAYS the conversation content older than that (app/inbox/privacy.py).
+maintenance closes expired handoffs, deletes old voice files and simulator uploads,
+prunes old login attempts, and with RETENTION_DAYS deletes the conversation content older
+than that (app/inbox/privacy.py). Every sweep also ends handoffs whose first operator answer
+is overdue and retries due team notifications (app/assistant/handoff.py ``sweep``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import func, or_, select, update
 
+from app.assistant import handoff
 from app.db import utcnow
 from app.models import (
     PROCESSING,
@@ -20,11 +23,14 @@ from app.models import (
     TURN_FAILED,
     TURN_PROCESSING,
     TURN_WAITING_RETRY,
+    UNANSWERED,
+    WAITING_HUMAN,
     Handoff,
     Message,
     Turn,
     User,
 )
+from app.operators import login_limits
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +97,32 @@ def pending_count(db) -> int:
         ) or 0
 
 
+def handoff_sweep(services) -> None:
+    """Overdue handoffs and due team notifications; a failure is logged, the sweep goes on."""
+    try:
+        handoff.sweep(services)
+    except Exception:  # noqa: BLE001 - the next sweep tries again
+        log.exception("handoff sweep failed")
+
+
 def hourly(services) -> None:
-    """Close expired handoffs, delete old voice files and simulator uploads; apply RETENTION_DAYS."""
+    """Close expired handoffs, delete old voice files and simulator uploads, prune login attempts;
+    apply RETENTION_DAYS."""
     settings = services.settings
     now = utcnow()
     with services.db.session() as session:
+        expired = list(session.scalars(select(Handoff.user_id).where(Handoff.status == "open",
+                                                                     Handoff.expires_at < now)))
         session.execute(
             update(Handoff).where(Handoff.status == "open", Handoff.expires_at < now)
             .values(status="closed", closed_at=now, closed_by="expired")
         )
+        if expired:
+            session.execute(
+                update(Message).where(Message.user_id.in_(expired), Message.direction == "in",
+                                      Message.status == WAITING_HUMAN).values(status=UNANSWERED)
+            )
+    login_limits.prune(services.db, now=now)
     retention = settings.media_retention_days
     removed = services.storage.cleanup(retention)
     uploads = Path(settings.instance_dir) / "uploads"

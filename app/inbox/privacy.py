@@ -31,10 +31,12 @@ from app.models import (
     RECEIVED,
     TURN_PROCESSING,
     TURN_WAITING_RETRY,
+    ConversationRead,
     Handoff,
     Lead,
     LimitEvent,
     Message,
+    Notification,
     OperatorAction,
     Turn,
     User,
@@ -146,7 +148,12 @@ def erase_user(services, user_id: int, actor: str) -> dict:
             "messages": session.execute(delete(Message).where(Message.user_id == user_id)).rowcount,
             "turns": session.execute(delete(Turn).where(Turn.user_id == user_id)).rowcount,
             "leads": session.execute(delete(Lead).where(Lead.user_id == user_id)).rowcount,
+            # Team notifications of the user's handoffs first (they point at the handoffs).
+            "notifications": session.execute(delete(Notification).where(Notification.handoff_id.in_(
+                select(Handoff.id).where(Handoff.user_id == user_id)))).rowcount,
             "handoffs": session.execute(delete(Handoff).where(Handoff.user_id == user_id)).rowcount,
+            "conversation_reads": session.execute(
+                delete(ConversationRead).where(ConversationRead.user_id == user_id)).rowcount,
             "limit_events": session.execute(delete(LimitEvent).where(LimitEvent.user_id == user_id)).rowcount,
             "media_files": media,
         }

@@ -23,12 +23,12 @@ from app.db import utcnow
 from app.inbox import outcomes
 from app.models import (
     ANSWERED,
-    IGNORED,
     PROCESSING,
     RECEIVED,
     TURN_ANSWERED,
     TURN_PROCESSING,
     TURN_WAITING_RETRY,
+    WAITING_HUMAN,
     Handoff,
     Message,
     Turn,
@@ -157,8 +157,8 @@ def run_turn(services, turn_id: int, guard: AttemptGuard | None = None) -> None:
     with services.db.session() as session:
         silent = handoff_open(session, ctx.user.id)
     if silent:
-        outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=IGNORED,
-                        reason="handoff open: a human is handling this conversation")
+        # The team answers these (app/assistant/handoff.py); the inbox shows how long they wait.
+        outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=WAITING_HUMAN)
         return
     ctx.tmpdir = Path(tempfile.mkdtemp(prefix=f"turn{turn_id}-"))
     helpers = _TurnHelpers(services, ctx)
@@ -237,7 +237,7 @@ class _TurnHelpers:
             if session.scalar(select(User.opted_out_at).where(User.id == ctx.user.id)) is not None:
                 return  # opted out: silence, not even "typing..." (the gate decides the rest)
         settings = services.settings
-        if ctx.user.channel == "whatsapp" and settings.twilio_typing_indicator and services.twilio.can_send:
+        if ctx.user.channel == "whatsapp" and settings.twilio_typing_indicator and services.twilio.available:
             sid = _newest_sid(services, ctx)
             if sid:
                 self._start(self._typing, sid)

@@ -1,6 +1,7 @@
 """The pipeline: one ordered list of stages that turns a user's turn into a sent reply.
 
-Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module. Stages skip
+Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module; ``STAGES`` is
+the one list of their order and names. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
 attempt, text reply). A stage may end the turn early with ``ctx.halt`` (the gate does). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds).
 """
@@ -23,6 +24,8 @@ STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
     ("store", store.run),            # keep the audio (local or GCS) and get its URL
     ("send", send.run),              # split, send in order, record outbound rows
 ]
+# The stage names in order: the keys of a turn's timings, the dashboard's latency table.
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 
 
 def run_pipeline(ctx: TurnContext) -> None:

@@ -1,4 +1,4 @@
-"""Stage 5: the answer text.
+"""The answer stage: the answer text.
 
 With an OpenAI key: Endrigo's persona on the Responses API (``store=false``; instructions
 and history from app/assistant/prompt.py on every call) with at most MAX_TOOL_ROUNDS rounds
@@ -28,6 +28,13 @@ from app.pipeline import notices
 from app.pipeline.context import TurnContext
 
 MAX_TOOL_ROUNDS = 4
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+# The output items the tool loop sends back as input: the ones it understands. Our own
+# function_call_output items are added by _run_tools. Anything else (a built-in tool's call such
+# as web_search_call, a type added to the API later) is dropped with a warning.
+REPLAYED_TYPES = ("function_call", "message", "reasoning")
+# The content parts of an assistant message that the API accepts back as input.
+MESSAGE_PARTS = ("output_text", "refusal")
 # WhatsApp answers are short; the cap also bounds reasoning plus text on reasoning models.
 MAX_OUTPUT_TOKENS = 2500
 
@@ -83,6 +90,7 @@ def answer_turn(ctx: TurnContext) -> str:
     items.append({"role": "user", "content": ctx.user_text})
 
     response = None
+    warned: set[str] = set()  # item types already reported as dropped in this turn
     for round_number in range(1, MAX_TOOL_ROUNDS + 2):
         seconds_left = deadline - time.monotonic()
         last_call = round_number > MAX_TOOL_ROUNDS or (round_number > 1 and seconds_left < NEW_ROUND_MIN_SECONDS)
@@ -92,11 +100,14 @@ def answer_turn(ctx: TurnContext) -> str:
         request = build_request(ctx, persona, items, allow_tools=not last_call, seconds_left=seconds_left)
         response = _call_model(ctx, tool_ctx, request)
         if response is None:  # failed after a handoff was opened: the user must still hear it
-            return FALLBACK_HANDOFF
+            return handoff_reply(tool_ctx)
         calls = [item for item in response.output if getattr(item, "type", None) == "function_call"]
         if not calls or last_call:
             break
-        items.extend(replayable_items(response.output))
+        replayed, dropped = replayable_items(
+            response.output, reasoning_included=ENCRYPTED_REASONING in (request.get("include") or ()))
+        _warn_dropped(ctx, dropped, warned)
+        items.extend(replayed)
         items.extend(_run_tools(ctx, tool_ctx, calls, round_number))
     return _succeeded(ctx, final_text(ctx, tool_ctx, response))
 
@@ -134,7 +145,7 @@ def build_request(ctx: TurnContext, persona: str, items: list[dict], *, allow_to
     }
     if supports_encrypted_reasoning(model):
         # With store=False the API keeps no reasoning items; the encrypted copy lets us resend them.
-        request["include"] = ["reasoning.encrypted_content"]
+        request["include"] = [ENCRYPTED_REASONING]
     return request
 
 
@@ -167,26 +178,50 @@ def _call_model(ctx: TurnContext, tool_ctx: ToolContext, request: dict):
         raise turn_error(exc, "answer") from exc
 
 
-def replayable_items(output: list) -> list[dict]:
-    """The response's output items as input items for the next call.
+def replayable_items(output: list, *, reasoning_included: bool) -> tuple[list[dict], list[str]]:
+    """``(items, dropped)``: the response's output items the next call may carry as input, and
+    the types of those left out because the loop does not understand them.
 
-    Reasoning items travel only with their encrypted content (store=False keeps nothing
-    server-side); when one lacks it, it is dropped and the ids that point at it go too,
-    since the API refuses a function call whose reasoning item is missing.
+    Kept: function calls, assistant messages (with the content parts the API takes back) and
+    reasoning items, the latter only when the request included their encrypted content and they
+    carry it (store=False keeps nothing server-side). When a reasoning item is left out, the ids
+    that point at it go too, since the API refuses a function call whose reasoning item is missing.
     """
     items: list[dict] = []
+    dropped: list[str] = []
     dropped_reasoning = False
     for item in output:
-        data = item.to_dict(exclude_none=True) if hasattr(item, "to_dict") else dict(item)
-        if data.get("type") == "reasoning" and not data.get("encrypted_content"):
+        # warnings=False: the SDK's models hold unknown types as they came, and say so noisily.
+        data = item.to_dict(exclude_none=True, warnings=False) if hasattr(item, "to_dict") else dict(item)
+        kind = data.get("type")
+        if kind not in REPLAYED_TYPES:
+            dropped.append(str(kind))
+            continue
+        if kind == "reasoning" and not (reasoning_included and data.get("encrypted_content")):
             dropped_reasoning = True
             continue
+        if kind == "message":
+            parts = data.get("content") or []
+            known = [part for part in parts if isinstance(part, dict) and part.get("type") in MESSAGE_PARTS]
+            dropped += [f"message content {part.get('type') if isinstance(part, dict) else '?'}"
+                        for part in parts if part not in known]
+            if not known:
+                continue
+            data["content"] = known
         items.append(data)
     if dropped_reasoning:
         for data in items:
             if data.get("type") in ("function_call", "message"):
                 data.pop("id", None)
-    return items
+    return items, dropped
+
+
+def _warn_dropped(ctx: TurnContext, dropped: list[str], warned: set[str]) -> None:
+    """One warning per item type per turn (the type comes from the provider: kept short)."""
+    for kind in dropped:
+        if kind not in warned:
+            warned.add(kind)
+            ctx.log.warning("answer: output item type %r not understood; not sent back to the model", kind[:60])
 
 
 def _run_tools(ctx: TurnContext, tool_ctx: ToolContext, calls: list, round_number: int) -> list[dict]:
@@ -227,7 +262,14 @@ def _refused(response) -> bool:
 
 def _fallback(tool_ctx: ToolContext, text: str) -> str:
     """Once a handoff is open the user must hear that a person will continue, whatever else failed."""
-    return FALLBACK_HANDOFF if tool_ctx.handoff_opened else text
+    return handoff_reply(tool_ctx) if tool_ctx.handoff_opened else text
+
+
+def handoff_reply(tool_ctx: ToolContext) -> str:
+    """What the user hears about an open handoff when the model could not say it: the honest
+    sentence the handoff gave (BUSINESS_HOURS), else the generic one."""
+    message = getattr(tool_ctx, "handoff_message", None)
+    return f"Certo! {message}" if message else FALLBACK_HANDOFF
 
 
 def _count_usage(ctx: TurnContext, response) -> None:

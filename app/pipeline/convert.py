@@ -1,4 +1,4 @@
-"""Stage 2: FFmpeg converts each voice note to 16 kHz mono WAV; silent notes stop here.
+"""The convert stage: FFmpeg converts each voice note to 16 kHz mono WAV; silent notes stop here.
 
 The silence check runs before transcription so a note with no speech costs no API call.
 """

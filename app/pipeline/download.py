@@ -1,4 +1,4 @@
-"""Stage 1: download inbound voice notes from Twilio (allowed hosts only, size-capped).
+"""The download stage: fetch inbound voice notes from Twilio (allowed hosts only, size-capped).
 
 Only audio is downloaded: other media get a polite notice and cost nothing. A refused
 or failed download is a notice for the user, not an error for the turn.

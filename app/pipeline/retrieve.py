@@ -1,4 +1,4 @@
-"""Stage 4: hybrid retrieval (embeddings + BM25) of knowledge passages for the turn's text."""
+"""The retrieve stage: hybrid retrieval (embeddings + BM25) of knowledge passages for the turn's text."""
 from __future__ import annotations
 
 from app.pipeline.context import TurnContext

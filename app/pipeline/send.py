@@ -1,4 +1,4 @@
-"""Stage 8: compose the reply parts, store them with the answer (the decision), send them.
+"""The send stage: compose the reply parts, store them with the answer (the decision), send them.
 
 Notices first, then the answer: a voice note (and the unspoken rest as text), or the text
 split at WhatsApp's 1,600-character limit. ``outbox.decide`` stores the answer and every

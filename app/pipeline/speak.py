@@ -1,4 +1,4 @@
-"""Stage 6: Endrigo's cloned voice (ElevenLabs) when a voice reply is due.
+"""The speak stage: Endrigo's cloned voice (ElevenLabs) when a voice reply is due.
 
 Due when the user's preference is ``audio``, or ``auto`` and they sent a voice note.
 Anything that goes wrong here (no key, quota, timeout, too little time left in the

@@ -1,4 +1,4 @@
-"""Stage 7: store the synthesized voice note (local disk or GCS) and get the URL Twilio fetches."""
+"""The store stage: keep the synthesized voice note (local disk or GCS) and get the URL Twilio fetches."""
 from __future__ import annotations
 
 from app.audio.formats import suffix_for_mime

@@ -1,4 +1,4 @@
-"""Stage 3: Portuguese transcription of each voice note (OpenAI), stored on its message.
+"""The transcribe stage: Portuguese transcription of each voice note (OpenAI), stored on its message.
 
 The prompt carries the knowledge base's names and terms so that they are spelt right.
 """

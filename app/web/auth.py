@@ -1,36 +1,34 @@
-"""Operator login for the dashboard: one shared password (DASHBOARD_PASSWORD), a session cookie.
+"""Operator login for the dashboard: per-operator accounts (app/operators/), a signed session cookie.
 
-- The password is compared with ``hmac.compare_digest`` (constant time). The session keeps
-  an HMAC fingerprint of the password, not a bare flag, so changing DASHBOARD_PASSWORD logs
-  every operator out.
-- Failed logins are rate limited in process memory: 5 per client IP per 5 minutes, plus a
-  global ceiling of 100 per 5 minutes because the client IP comes from X-Forwarded-For
-  (ProxyFix trusts one hop) and can be forged when nobody strips it. With several gunicorn
-  workers each process counts on its own, so the effective limit is N times higher; a
-  shared counter (Redis) can replace ``LoginRateLimiter`` when the app scales out.
-- With no DASHBOARD_PASSWORD, pages with personal data refuse (503) with a page that says
-  how to set it; JSON endpoints answer JSON (503, or 401 when simply not logged in).
+- Login with a name and a password (argon2, constant-time whatever the outcome:
+  app/operators/accounts.py). An empty name means the bootstrap ``admin``, whose password
+  is DASHBOARD_PASSWORD (``bootstrap_admin`` at start-up), so a one-person set-up logs in
+  with the password alone, as before.
+- Failed logins are counted in the database (app/operators/login_limits.py): the limits
+  hold across gunicorn workers and instances. A throttled login answers 429 + Retry-After.
+- The session holds the operator's id and ``session_version``; every request checks both
+  (``load_session_operator``), so logout (which bumps the version: every session of that
+  operator ends, a copied cookie too), a password change and disabling the account end
+  sessions at once.
+- Roles: ``agent`` reads conversations, replies, takes over and closes handoffs;
+  ``admin`` also manages operators and sees the system pages. Views marked ``@admin_only``
+  answer 403 to agents.
+- With no active operator at all (no DASHBOARD_PASSWORD, no account), pages with personal
+  data refuse (503) with a page that says how to open them; JSON endpoints answer JSON
+  (503, or 401 when simply not logged in, 403 for a role that may not).
 
 The dashboard blueprint denies by default: every view needs a login unless marked
 ``@public``. The route-walking test in tests/test_dashboard.py keeps it that way.
 """
 from __future__ import annotations
 
-import collections
-import hashlib
-import hmac
-import threading
-import time
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 
+from app.operators import accounts, audit, authenticate_login, load_session_operator, session_payload
+from app.operators.accounts import Account
 from app.services import current_services
-
-MAX_FAILURES_PER_IP = 5
-MAX_FAILURES_GLOBAL = 100
-FAILURE_WINDOW_SECONDS = 300
-SESSION_KEY = "operator"
 
 
 def public(view):
@@ -40,98 +38,49 @@ def public(view):
 
 
 def json_endpoint(view):
-    """Mark a view whose refusals must be JSON (401/503), never a redirect to the login page."""
+    """Mark a view whose refusals must be JSON (401/403/503), never a redirect to the login page."""
     view.dashboard_json = True
     return view
 
 
-class LoginRateLimiter:
-    """Sliding-window counter of failed logins, per client IP and overall (in-process)."""
-
-    def __init__(self, per_ip: int = MAX_FAILURES_PER_IP, overall: int = MAX_FAILURES_GLOBAL,
-                 window: float = FAILURE_WINDOW_SECONDS, clock=time.monotonic):
-        self.per_ip, self.overall, self.window, self.clock = per_ip, overall, window, clock
-        self._by_ip: dict[str, collections.deque] = {}
-        self._all: collections.deque = collections.deque()
-        self._lock = threading.Lock()
-
-    def _prune(self, now: float) -> None:
-        cutoff = now - self.window
-        while self._all and self._all[0] <= cutoff:
-            self._all.popleft()
-        for ip in list(self._by_ip):
-            times = self._by_ip[ip]
-            while times and times[0] <= cutoff:
-                times.popleft()
-            if not times:
-                del self._by_ip[ip]  # keeps memory bounded by the attackers of the last window
-
-    def retry_after(self, ip: str) -> int:
-        """Seconds until ``ip`` may try again; 0 when it may try now."""
-        now = self.clock()
-        with self._lock:
-            self._prune(now)
-            waits = []
-            times = self._by_ip.get(ip)
-            if times and len(times) >= self.per_ip:
-                waits.append(times[0] + self.window - now)
-            if len(self._all) >= self.overall:
-                waits.append(self._all[0] + self.window - now)
-        return max(1, int(max(waits)) + 1) if waits else 0
-
-    def record_failure(self, ip: str) -> None:
-        now = self.clock()
-        with self._lock:
-            self._by_ip.setdefault(ip, collections.deque()).append(now)
-            self._all.append(now)
-
-    def reset(self, ip: str) -> None:
-        with self._lock:
-            self._by_ip.pop(ip, None)
+def admin_only(view):
+    """Mark a view only admins may use (operators, system pages); agents get 403."""
+    view.dashboard_admin = True
+    return view
 
 
 # ---- state ---------------------------------------------------------------------------------
 
-def _settings():
-    return current_services().settings
+def _db():
+    return current_services().db
 
 
-def password_configured() -> bool:
-    return bool(_settings().dashboard_password)
+def accounts_configured() -> bool:
+    """Whether anybody can log in at all (an active operator exists)."""
+    if "accounts_configured" not in g:
+        g.accounts_configured = accounts.count_active(_db()) > 0
+    return g.accounts_configured
 
 
-def _fingerprint(password: str) -> str:
-    key = str(current_app.config["SECRET_KEY"]).encode()
-    return hmac.new(key, b"dashboard-login:" + password.encode(), hashlib.sha256).hexdigest()
+# Kept for templates and older callers: "a login exists" now means an active operator exists.
+password_configured = accounts_configured
 
 
-def password_matches(candidate: str) -> bool:
-    expected = _settings().dashboard_password
-    if not expected:
-        return False
-    # Compare digests of equal length so neither content nor length leaks through timing.
-    return hmac.compare_digest(hashlib.sha256(candidate.encode()).digest(),
-                               hashlib.sha256(expected.encode()).digest())
+def current_operator() -> Account | None:
+    """The logged-in operator of this request (checked against the database once per request)."""
+    if "operator" not in g:
+        g.operator = load_session_operator(_db(), session)
+    return g.operator
 
 
 def is_logged_in() -> bool:
-    password = _settings().dashboard_password
-    token = session.get(SESSION_KEY)
-    return bool(password and isinstance(token, str) and hmac.compare_digest(token, _fingerprint(password)))
+    return current_operator() is not None
 
 
 def is_admin() -> bool:
-    """Whether the operator of this request may use admin-only features (the LGPD export).
-
-    With the one shared DASHBOARD_PASSWORD there are no roles: whoever logged in holds it and
-    is the admin. Operator accounts with roles (app/operators/) answer this from the role.
-    """
-    return is_logged_in()
-
-
-def operator_name() -> str:
-    """Who acts in this request, for the audit trail (the shared login has no name of its own)."""
-    return "dashboard"
+    """Whether the operator of this request is an admin (templates: admin-only buttons)."""
+    operator = current_operator()
+    return operator is not None and operator.is_admin
 
 
 def client_ip() -> str:
@@ -156,64 +105,81 @@ def safe_next(target: str | None, default: str = "/") -> str:
     return target
 
 
-def refusal():
-    """The response for a request that needs a login and has none (None when it has one)."""
-    if not password_configured():
-        if wants_json():
-            return jsonify(error="dashboard_password_unset",
-                           message="Defina DASHBOARD_PASSWORD para liberar o painel."), 503
-        return render_template("password_unset.html"), 503
-    if is_logged_in():
-        return None
+def forbidden(message: str = "Seu perfil de operador não permite esta ação."):
     if wants_json():
-        return jsonify(error="login_required", message="Faça login no painel."), 401
-    return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+        return jsonify(error="forbidden", message=message), 403
+    return render_template("error.html", title="Acesso negado", message=message), 403
 
 
-def log_in() -> None:
+def refusal(view=None):
+    """The response for a request its operator may not make (None when allowed)."""
+    operator = current_operator()
+    if operator is None:
+        if not accounts_configured():
+            if wants_json():
+                return jsonify(error="dashboard_password_unset",
+                               message="Defina DASHBOARD_PASSWORD ou crie um operador para liberar o painel."), 503
+            return render_template("password_unset.html"), 503
+        if wants_json():
+            return jsonify(error="login_required", message="Faça login no painel."), 401
+        return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+    if getattr(view, "dashboard_admin", False) and not operator.is_admin:
+        return forbidden()
+    return None
+
+
+def log_in(account: Account) -> None:
     session.clear()  # a fresh session (and CSRF token) after login: no session fixation
-    session[SESSION_KEY] = _fingerprint(_settings().dashboard_password)
+    session.update(session_payload(account))
     session.permanent = True
+    g.operator = account
 
 
-# ---- views (registered on the dashboard blueprint by app/web/dashboard.py) ------------------
+# ---- views (registered on the dashboard blueprint by app/web/dashboard/blueprint.py) --------
+
+def _login_page(status: int = 200, **values):
+    return render_template("login.html", next_url=values.pop("next_url", "/"), https_hint=_https_hint(),
+                           name=values.pop("name", ""), **values), status
+
 
 def login():
-    if not password_configured():
+    if not accounts_configured():
         return render_template("password_unset.html"), 503
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         if is_logged_in():
             return redirect(next_url)
-        return render_template("login.html", next_url=next_url, https_hint=_https_hint())
+        return _login_page(next_url=next_url)
 
-    limiter: LoginRateLimiter = current_app.extensions["dashboard_login_limiter"]
-    ip = client_ip()
-    wait = limiter.retry_after(ip)
-    if wait:
-        response = current_app.make_response(
-            (render_template("login.html", next_url=next_url,
-                             error=f"Muitas tentativas. Tente de novo em {wait} segundos."), 429))
-        response.headers["Retry-After"] = str(wait)
+    name = (request.form.get("name") or "").strip()[:64]
+    result = authenticate_login(_db(), name, request.form.get("password", ""), client_ip())
+    if result.throttled:
+        response = current_app.make_response(_login_page(
+            429, next_url=next_url, name=name,
+            error=f"Muitas tentativas. Tente de novo em {result.retry_after} segundos."))
+        response.headers["Retry-After"] = str(result.retry_after)
         return response
-    if not password_matches(request.form.get("password", "")):
-        limiter.record_failure(ip)
-        current_app.logger.warning("dashboard: failed login from %s", ip)
-        return render_template("login.html", next_url=next_url, error="Senha incorreta."), 401
-    limiter.reset(ip)
-    log_in()
-    flash("Você entrou no painel.", "success")
+    if not result.ok:
+        return _login_page(401, next_url=next_url, name=name, error="Nome ou senha incorretos.")
+    log_in(result.operator)
+    flash(f"Você entrou no painel como {result.operator.name}.", "success")
     return redirect(next_url)
 
 
 def _https_hint() -> str | None:
     """The https origin to use when this plain-http page cannot keep a Secure session cookie."""
     if current_app.config.get("SESSION_COOKIE_SECURE") and not request.is_secure:
-        return _settings().public_base_url
+        return current_services().settings.public_base_url
     return None
 
 
 def logout():
+    operator = current_operator()
+    if operator is not None:
+        # Bumping the version ends this session and any copy of its cookie, everywhere.
+        accounts.bump_session_version(_db(), operator.name)
+        audit.record(_db(), operator, audit.LOGOUT, detail={"client": client_ip()})
     session.clear()
+    g.operator = None
     flash("Você saiu do painel.", "info")
     return redirect(url_for("dashboard.status"))

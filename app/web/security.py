@@ -1,7 +1,8 @@
 """App-wide browser security, set up by the factory for every blueprint.
 
 - CSRF (flask_wtf) on every POST/PUT/PATCH/DELETE of every blueprint except those in
-  ``TWILIO_ONLY_BLUEPRINTS`` (Twilio signs its webhooks instead and cannot send a token);
+  ``TWILIO_ONLY_BLUEPRINTS`` (Twilio signs its webhooks instead and cannot send a token) and
+  ``BEARER_BLUEPRINTS`` (the API: a bearer token in a header, which no browser sends by itself);
 - the session cookie: HttpOnly, SameSite=Lax, Secure when PUBLIC_BASE_URL is https, 12 hours;
 - security headers on every response but Twilio's (CSP without inline scripts or styles, no framing).
 """
@@ -17,6 +18,10 @@ from app.web import auth
 # Blueprints only Twilio calls (signature-checked), never a browser: no CSRF token (Twilio cannot
 # send one) and no browser security headers (nobody renders these answers; it is the hot path).
 TWILIO_ONLY_BLUEPRINTS = frozenset({"webhook"})
+# Authenticated by Authorization: Bearer only (never by the session cookie): CSRF cannot apply.
+BEARER_BLUEPRINTS = frozenset({"api"})
+# Forms that carry a file meant for WhatsApp (checked before CSRF reads the body).
+MEDIA_UPLOAD_ENDPOINTS = frozenset({"dashboard.reply"})
 SESSION_LIFETIME = dt.timedelta(hours=12)
 
 
@@ -53,8 +58,11 @@ def init_security(app, settings) -> None:
     def _csrf_protect():
         if not app.config.get("WTF_CSRF_ENABLED", True) or request.endpoint is None:
             return None
-        if request.blueprint in TWILIO_ONLY_BLUEPRINTS:
+        if request.blueprint in TWILIO_ONLY_BLUEPRINTS or request.blueprint in BEARER_BLUEPRINTS:
             return None
+        if request.endpoint in MEDIA_UPLOAD_ENDPOINTS:
+            # An operator's audio or file for WhatsApp: up to MAX_MEDIA_BYTES, not the form limit.
+            request.max_content_length = settings.max_media_bytes + 64 * 1024
         csrf.protect()
         return None
 

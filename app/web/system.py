@@ -5,20 +5,11 @@ import time
 
 from flask import Blueprint, jsonify
 
-import app as app_package
+from app.config import VERSION
 from app.ops.model_watch import current_deprecations
 from app.services import current_services
 
 bp = Blueprint("system", __name__)
-
-
-def providers_configured(settings) -> dict[str, bool]:
-    return {
-        "twilio": settings.twilio_configured,
-        "openai": bool(settings.openai_api_key),
-        "elevenlabs": settings.elevenlabs_configured,
-        "storage": settings.media_backend,
-    }
 
 
 @bp.get("/health")
@@ -35,11 +26,11 @@ def health():
     body = {
         "status": "ok" if database_ok else "error",
         "mode": "offline" if settings.offline else "online",
-        "version": app_package.__version__,
+        "version": VERSION,
         "uptime_seconds": round(time.time() - services.started_at, 1),
         "database": {"reachable": database_ok, "backend": services.db.engine.dialect.name},
         "inbox_depth": depth,
-        "providers": providers_configured(settings),
+        "providers": {**settings.providers_configured(), "storage": settings.media_backend},
         "knowledge": _knowledge_status(services),
         # Configured OpenAI models with an announced shutdown (model names and dates only).
         "deprecations": current_deprecations(),

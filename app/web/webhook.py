@@ -14,7 +14,7 @@ import logging
 from flask import Blueprint, Response, abort, request
 
 from app.channels.outbox import handle_window_failure, send_text_fallback
-from app.channels.twilio.inbound import BadWebhook, parse_inbound
+from app.channels.twilio.inbound import BadWebhook, parse_inbound, webhook_fields
 from app.channels.twilio.signature import signature_failure
 from app.channels.twilio.status import parse_status_callback, record_delivery_status
 from app.logging import work_context
@@ -31,12 +31,12 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 def verify_signature() -> None:
     svc = current_services()
-    reason, url = signature_failure(request, svc.settings, svc.twilio)
+    reason, url, app_url = signature_failure(request, svc.settings, svc.twilio)
     if reason is not None:
         log.warning("rejected webhook (%s) for %s", reason, url.split("?", 1)[0])
         abort(Response(reason, status=403, mimetype="text/plain"))
     if svc.settings.twilio_validate_signature:
-        svc.remember_base_url(url)  # only a URL Twilio signed tells us our public origin
+        svc.remember_base_url(app_url)  # only a URL Twilio signed tells us our public address
 
 
 def twiml() -> Response:
@@ -47,8 +47,7 @@ def twiml() -> Response:
 def inbound_message():
     verify_signature()
     try:
-        # A plain dict: MultiDict.get builds an exception object for every absent field.
-        inbound = parse_inbound(request.form.to_dict())
+        inbound = parse_inbound(webhook_fields(request))
     except BadWebhook as exc:
         return Response(str(exc), status=400, mimetype="text/plain")
     with work_context(inbound.sid):
@@ -71,7 +70,7 @@ def inbound_message():
 def status_callback():
     verify_signature()
     try:
-        update = parse_status_callback(request.form.to_dict(), request.args.get("row"))
+        update = parse_status_callback(webhook_fields(request), request.args.get("row"))
     except BadWebhook as exc:
         return Response(str(exc), status=400, mimetype="text/plain")
     services = current_services()

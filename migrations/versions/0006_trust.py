@@ -1,13 +1,13 @@
 """Trust: limits counted in the database, opt-out/erasure bookkeeping, voice-note lengths.
 
 Revision ID: 0006_trust
-Revises: 0004_send_boundary
+Revises: 0005_takeover
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_trust"
-down_revision = "0004_send_boundary"
+down_revision = "0005_takeover"
 branch_labels = None
 depends_on = None
 

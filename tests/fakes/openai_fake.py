@@ -2,9 +2,12 @@
 
 Point the real SDK at ``fake.v1_url``. It refuses what the API refuses and that our code
 could get wrong: missing auth, unknown/retired parameters, non-strict schemas sent with
-``strict: true``, tool outputs whose call_id the model never issued (or calls left without
-an output), the 2048-input embedding limit, audio without a supported extension, files
-over 25 MB or undecodable. Replies are scripted (``queue_*``/``set_handler``) or a
+``strict: true``, input items of a type the API does not know, reasoning items without their
+encrypted content when ``store`` is false, tool outputs whose call_id the model never issued
+(or calls left without an output), the 2048-input embedding limit, audio without a supported
+extension, files over 25 MB or undecodable. Reasoning items come with ``encrypted_content``
+exactly when ``include`` asks for ``reasoning.encrypted_content``; ``inject_output`` adds
+items of any type (a ``web_search_call``, a type from the future) to the next responses. Replies are scripted (``queue_*``/``set_handler``) or a
 deterministic echo; embeddings are deterministic bag-of-words vectors. The model catalog
 (``GET /v1/models[/{model}]``) carries each model's ``shutdown_date``; ``set_model`` and
 ``remove_model`` change it, unknown models are 404 ``model_not_found``.
@@ -45,6 +48,17 @@ RESPONSE_PARAMS = {
     "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store", "stream",
     "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user",
 }
+# Input item types of the Responses API (the ``type`` values of InputItem and Item in the
+# official spec, shared/specs/openai-openapi.yaml); any other type is refused.
+INPUT_ITEM_TYPES = {
+    "message", "file_search_call", "computer_call", "computer_call_output", "web_search_call", "function_call",
+    "function_call_output", "tool_search_call", "tool_search_output", "additional_tools", "reasoning",
+    "compaction", "image_generation_call", "code_interpreter_call", "local_shell_call", "local_shell_call_output",
+    "shell_call", "shell_call_output", "apply_patch_call", "apply_patch_call_output", "mcp_list_tools",
+    "mcp_approval_request", "mcp_approval_response", "mcp_call", "custom_tool_call_output", "custom_tool_call",
+    "compaction_trigger", "item_reference", "program", "program_output",
+}
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
 _USER_PARTS = {"input_text", "input_image", "input_file", "input_audio"}
 _ASSISTANT_PARTS = {"output_text", "refusal"}
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -101,14 +115,32 @@ def function_call_item(name: str, arguments: dict | str, call_id: str | None = N
             "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments), "status": "completed"}
 
 
-def _normalize_item(item: Any) -> dict:
-    """Accept a str (text reply) or a partial item dict and fill in ids the API would add."""
+def reasoning_item(summary: str | None = None) -> dict:
+    """A reasoning output item (its encrypted content is added when the request includes it)."""
+    return {"type": "reasoning", "id": _id("rs"),
+            "summary": [{"type": "summary_text", "text": summary}] if summary else []}
+
+
+def web_search_call_item(query: str = "endrigo digital") -> dict:
+    """A built-in tool's output item, as the API returns it when web search ran."""
+    return {"type": "web_search_call", "id": _id("ws"), "status": "completed",
+            "action": {"type": "search", "query": query}}
+
+
+def _normalize_item(item: Any, body: dict | None = None) -> dict:
+    """Accept a str (text reply) or a partial item dict and fill in what the API would add."""
     if isinstance(item, str):
         return text_item(item)
     if item.get("type") == "function_call":
         return function_call_item(item["name"], item.get("arguments", {}), item.get("call_id"))
     if item.get("type") == "message" and "text" in item:
         return text_item(item["text"])
+    if item.get("type") == "reasoning":
+        reasoning = {"id": _id("rs"), "summary": [], **item}
+        reasoning.pop("encrypted_content", None)
+        if ENCRYPTED_REASONING in ((body or {}).get("include") or []):
+            reasoning["encrypted_content"] = "gAAAAA" + base64.b64encode(secrets.token_bytes(48)).decode()
+        return reasoning
     return {"id": _id("item"), **item}
 
 
@@ -160,6 +192,7 @@ class OpenAIFake(FakeServer):
 
     def _init_state(self) -> None:
         self._script: deque[dict] = deque()
+        self._injected: deque[list] = deque()  # extra output items, one list per coming response
         self._handler: Callable[[dict], Any] | None = None
         self._transcriber: Callable[[bytes], str] | None = None
         self.transcript_text = "Olá, tudo bem?"
@@ -184,6 +217,13 @@ class OpenAIFake(FakeServer):
         """Queue one response made of ``items`` (str for text, or item dicts)."""
         with self._state_lock:
             self._script.append({"items": list(items), "status": status, "incomplete_details": incomplete_details})
+
+    def inject_output(self, items: list, responses: int = 1) -> None:
+        """Put ``items`` (dicts of any type, even unknown ones) before the output of each of the
+        next ``responses`` responses, scripted or not."""
+        with self._state_lock:
+            for _ in range(responses):
+                self._injected.append(list(items))
 
     def queue_text(self, text: str) -> None:
         self.queue_output([text])
@@ -323,7 +363,9 @@ class OpenAIFake(FakeServer):
                          self._last_user_text.get(previous or "", ""))
 
         script = self._next_script(body, last_user)
-        output = [_normalize_item(item) for item in script["items"]]
+        with self._state_lock:
+            injected = self._injected.popleft() if self._injected else []
+        output = [_normalize_item(item, body) for item in [*injected, *script["items"]]]
         input_tokens = estimate_tokens(json.dumps(body.get("input")) + (body.get("instructions") or ""))
         output_tokens = sum(estimate_tokens(_item_text(item)) for item in output)
         now = int(time.time())
@@ -397,6 +439,14 @@ class OpenAIFake(FakeServer):
             if kind is None:
                 raise ApiError(400, f"Missing required parameter: '{param}.role'.", f"{param}.role",
                                "missing_required_parameter")
+            if kind not in INPUT_ITEM_TYPES:
+                raise ApiError(400, f"Invalid value: '{kind}'. Supported values are: "
+                                    f"{', '.join(repr(t) for t in sorted(INPUT_ITEM_TYPES))}.",
+                               f"{param}.type", "invalid_value")
+            if kind == "reasoning" and body.get("store") is False and not item.get("encrypted_content"):
+                raise ApiError(400, f"Item with id '{item.get('id')}' not found. Items are not persisted when "
+                                    "`store` is set to false. Try again with `store` set to true, or remove this "
+                                    "item from your input.", "input")
             if kind == "message":
                 role = item.get("role")
                 if role not in ("user", "assistant", "system", "developer"):

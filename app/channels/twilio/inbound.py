@@ -6,6 +6,7 @@ delivery callbacks, ``media`` downloads the media Twilio hosts.
 """
 from __future__ import annotations
 
+import json
 import re
 
 from app.turn import Inbound
@@ -56,6 +57,28 @@ class CleanForm:
 
     def get(self, name: str, limit: int = MAX_FIELD) -> str:
         return clean(self._form.get(name), limit)
+
+
+def webhook_fields(request) -> dict[str, str]:
+    """A webhook's fields: the form, or the object of a JSON body (Twilio signs JSON bodies
+    through ``bodySHA256``, see app.channels.twilio.signature), values as strings."""
+    if request.mimetype != "application/json":
+        # A plain dict: MultiDict.get builds an exception object for every absent field.
+        return request.form.to_dict()
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except ValueError as exc:  # also bytes that are not UTF-8
+        raise BadWebhook("the JSON body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise BadWebhook("the JSON body is not an object")
+    fields: dict[str, str] = {}
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, (dict, list)):
+            raise BadWebhook(f"the JSON field {name[:40]} is not a plain value")
+        fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return fields
 
 
 def parse_inbound(form) -> Inbound:

@@ -3,9 +3,10 @@
 A MediaUrl arrives in a webhook form, so it is attacker-influenced data until proven
 otherwise. The rules, each one tested:
 
-- Only https (http only when ``media_allow_private_hosts`` is on, for local emulators), only
-  hosts in ``media_allowed_hosts``, no user-info in the URL, and the host must not resolve to
-  loopback/private/link-local/reserved addresses (unless ``media_allow_private_hosts``).
+- Only https, only hosts in ``media_allowed_hosts``, no user-info in the URL, and the host must
+  not resolve to loopback/private/link-local/reserved addresses. MEDIA_ALLOW_PRIVATE_HOSTS=true
+  (staging, emulators; a warning at every start) lifts the scheme and address rules, never
+  the host allow-list.
   A refused URL raises ``MediaRefused`` before any request is made.
 - Redirects are followed by hand (at most ``MAX_REDIRECTS``) and every hop is checked by the
   same rules. Twilio's credentials go only with the first request, to the Twilio API URL the
@@ -125,7 +126,7 @@ class DownloadedMedia:
 # ---- sniffing ----------------------------------------------------------------------------
 
 def sniff_media_type(head: bytes) -> str | None:
-    """MIME type of a file from its first bytes: the audio formats of app.audio.ffmpeg plus the
+    """MIME type of a file from its first bytes: the audio formats of app.audio.formats plus the
     common image/document formats; None when unknown."""
     audio_kind = sniff_audio_type(head)
     if audio_kind is not None:

@@ -3,8 +3,9 @@ template filters and globals every page relies on.
 
 Pages (Portuguese, Bootstrap 5 dark, vendored assets under static/vendor, no CDN):
 ``/`` status (public), ``/login``, ``/stats`` (+ ``/stats.json``), ``/conversations``,
-``/leads``, ``/handoffs``, ``/simulator``, and the JSON system endpoints. A ``before_request``
-refuses every view not marked ``@public`` unless an operator is logged in (app/web/auth.py).
+``/leads``, ``/handoffs``, ``/simulator``, ``/operators`` (admins), and the JSON system endpoints.
+A ``before_request`` refuses every view not marked ``@public`` unless an operator is logged in,
+and views marked ``@admin_only`` to agents (app/web/auth.py).
 CSRF, the session cookie and the browser security headers are app-wide: app/web/security.py.
 """
 from __future__ import annotations
@@ -31,21 +32,20 @@ STATUS_LABELS = {
     "ignored": "ignorada", "sending": "enviando", "accepted": "aceita", "queued": "na fila",
     "sent": "enviada", "delivered": "entregue", "read": "lida", "undelivered": "não entregue",
     "waiting_retry": "aguardando nova tentativa", "scheduled": "agendada", "open": "aberto", "closed": "encerrado",
-    "limited": "limitada", "not_sent": "não enviada", "held": "retida",
+    "waiting_human": "aguardando a equipe", "unanswered": "sem resposta da equipe", "team": "equipe",
+    "pending": "pendente", "refused": "recusada pelo Twilio", "skipped": "não enviada (substituída)",
+    "partially_delivered": "entregue em parte", "canceled": "cancelada", "limited": "acima do limite",
+    "not_sent": "não enviada", "held": "retida",
 }
 LIMIT_LABELS = {
     "messages_per_minute": "mensagens por minuto", "messages_per_day": "mensagens por dia",
     "audio_seconds_per_day": "segundos de áudio por dia", "ai_calls_per_day": "orçamento diário de IA",
 }
+# One label per pipeline stage (app.pipeline.STAGE_NAMES) and the whole turn; a test keeps them in step.
 STAGE_LABELS = {
     "download": "download", "convert": "conversão", "transcribe": "transcrição", "retrieve": "busca",
     "gate": "triagem", "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio", "end_to_end": "total",
 }
-
-
-@bp.record_once
-def _setup(state) -> None:
-    state.app.extensions["dashboard_login_limiter"] = auth.LoginRateLimiter()
 
 
 @bp.before_request
@@ -53,7 +53,7 @@ def _require_login():
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "dashboard_public", False):
         return None
-    return auth.refusal()
+    return auth.refusal(view)
 
 
 @bp.after_request
@@ -89,9 +89,12 @@ def icon(name: str, css_class: str = "", size: int = 16) -> Markup:
 @bp.app_context_processor
 def _template_context() -> dict:
     services = current_services()
+    operator = auth.current_operator()
     return {
-        "logged_in": auth.is_logged_in() if services.settings.dashboard_password else False,
-        "password_configured": bool(services.settings.dashboard_password),
+        "logged_in": operator is not None,
+        "operator": operator,
+        "is_admin": bool(operator and operator.is_admin),
+        "password_configured": auth.accounts_configured(),
         "offline_mode": services.settings.offline,
         "status_labels": STATUS_LABELS,
         "limit_labels": LIMIT_LABELS,

@@ -34,11 +34,12 @@ from sqlalchemy import Integer, Text, case, cast, func, literal, select, union_a
 from app.db import utcnow
 from app.localtime import TIMEZONE_LABEL, local_midnight_utc, to_local
 from app.models import TURN_ANSWERED, Handoff, Lead, Message, Turn, User
+from app.pipeline import STAGE_NAMES
 
 WINDOW_DAYS = 30
 ACTIVE_DAYS = 7
 LATENCY_SAMPLE = 5000
-STAGES = ("download", "convert", "transcribe", "retrieve", "answer", "speak", "store", "send")
+STAGES = STAGE_NAMES  # the pipeline's stages, in order
 LATENCY_KEYS = STAGES + ("end_to_end",)
 # Statuses the delivery chart always shows (zero when absent), in the order they happen.
 DELIVERY_STATUSES = ("sent", "delivered", "read", "failed")

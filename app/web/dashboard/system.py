@@ -6,8 +6,9 @@
   and its time, the webhook URLs to paste into Twilio and the offline-mode banner. Public,
   so it shows no personal data: provider errors are redacted when recorded and again here.
 - ``GET /upgrade-webhook`` (public): which webhook URLs to configure in Twilio.
-- ``GET /system/advanced-status`` (login): states, versions, queue depth and a configuration
-  summary with booleans and model names only -- never a key, token or password.
+- ``GET /system/advanced-status`` (login): states, versions, queue depth, a configuration
+  summary with booleans and model names only, and the media storage's status (backend,
+  files, retention) -- never a key, token or password.
 - ``GET /system/realtime-status`` and ``POST /test/realtime-audio`` (login): placeholders
   the realtime voice issue fills in; today they say it is not available.
 """
@@ -19,13 +20,12 @@ import time
 
 from flask import current_app, jsonify, render_template, request
 
-import app as app_package
+from app.config import VERSION
 from app.redaction import mask_phone, redact
 from app.services import current_services
-from app.web.auth import json_endpoint, public
+from app.web.auth import admin_only, json_endpoint, public
 from app.web.dashboard.blueprint import bp
 
-STATES = ("configured", "healthy", "degraded", "offline")
 STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}
 LIBRARIES = ("flask", "werkzeug", "sqlalchemy", "alembic", "flask-wtf", "twilio", "openai", "elevenlabs",
              "google-cloud-storage", "numpy", "bm25s", "gunicorn", "psycopg2-binary", "websockets")
@@ -92,13 +92,14 @@ def components() -> list[dict]:
             "last_error": redact(entry["last_error"])[:300] if entry.get("last_error") else None,
         })
 
-    provider("twilio", "Twilio (WhatsApp)", "message-circle", settings.twilio_configured,
+    configured = settings.providers_configured()
+    provider("twilio", "Twilio (WhatsApp)", "message-circle", configured["twilio"],
              "Envio e recebimento pelo WhatsApp.",
              "Não configurado: as respostas ficam só registradas aqui.")
-    provider("openai", "OpenAI", "cpu", not settings.offline,
+    provider("openai", "OpenAI", "cpu", configured["openai"],
              f"Modelo {settings.openai_model}; transcrição {settings.openai_transcribe_model}.",
              "Modo offline: respostas vindas só da base de conhecimento.")
-    provider("elevenlabs", "ElevenLabs (voz)", "mic", settings.elevenlabs_configured,
+    provider("elevenlabs", "ElevenLabs (voz)", "mic", configured["elevenlabs"],
              "Respostas em áudio com a voz do Endrigo.",
              "Sem chave: as respostas saem em texto.")
     provider("storage", "Armazenamento de áudio", "hard-drive", True,
@@ -131,7 +132,7 @@ def status():
     services = current_services()
     return render_template(
         "status.html", components=components(), webhooks=webhooks(), features=FEATURES,
-        version=app_package.__version__, uptime_seconds=int(time.time() - services.started_at),
+        version=VERSION, uptime_seconds=int(time.time() - services.started_at),
         public_base_url_set=bool(services.settings.public_base_url),
     )
 
@@ -172,7 +173,7 @@ def config_summary(settings) -> dict:
             "custom_api_base_url": bool(settings.twilio_api_base_url),
         },
         "openai": {
-            "configured": bool(settings.openai_api_key),
+            "configured": settings.openai_configured,
             "custom_base_url": bool(settings.openai_base_url),
             "model": settings.openai_model,
             "transcribe_model": settings.openai_transcribe_model,
@@ -205,8 +206,16 @@ def config_summary(settings) -> dict:
     }
 
 
+def _storage_status(services) -> dict:
+    try:
+        return services.storage.status()
+    except Exception as exc:  # noqa: BLE001 - the rest of the page must still answer
+        return {"error": type(exc).__name__}
+
+
 @bp.get("/system/advanced-status")
 @json_endpoint
+@admin_only
 def advanced_status():
     services = current_services()
     try:
@@ -214,7 +223,7 @@ def advanced_status():
     except Exception:  # noqa: BLE001 - report the rest even when the database is down
         depth = None
     return jsonify(
-        version=app_package.__version__,
+        version=VERSION,
         python=platform.python_version(),
         platform=platform.platform(terse=True),
         libraries={name: _version(name) for name in LIBRARIES},
@@ -223,19 +232,22 @@ def advanced_status():
         queue={"depth": depth},
         components={c["key"]: {k: v for k, v in c.items() if k not in ("icon", "title")} for c in components()},
         config=config_summary(services.settings),
+        storage=_storage_status(services),
         webhooks=webhooks(),
     )
 
 
 @bp.get("/system/realtime-status")
 @json_endpoint
+@admin_only
 def realtime_status():
     settings = current_services().settings
     return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
-                   openai_configured=bool(settings.openai_api_key))
+                   openai_configured=settings.openai_configured)
 
 
 @bp.post("/test/realtime-audio")
 @json_endpoint
+@admin_only
 def realtime_audio_test():
     return jsonify(available=False, error="not available yet", reason=REALTIME_REASON), 503

@@ -3,7 +3,7 @@ outside the 24-hour window, erasure requests; lifting a user's limits; the LGPD 
 
 - ``GET /trust``: the overview (login required);
 - ``POST /users/<id>/lift-limits``: an operator lifts the user's limits (CSRF, audited);
-- ``GET /users/<id>/export.json``: the user's data (admins only, audited), the same JSON as
+- ``GET /users/<id>/export.json``: the user's data (admins only: ``@admin_only``, audited), the same JSON as
   ``flask --app main users export``.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from app.models import HELD, Message, User
 from app.operators import audit
 from app.ops import limits
 from app.services import current_services
-from app.web.auth import is_admin, operator_name, safe_next
+from app.web.auth import admin_only, current_operator, is_admin, safe_next
 from app.web.dashboard.blueprint import bp
 
 LIFT_LIMITS = "lift_limits"
@@ -43,23 +43,23 @@ def trust():
 @bp.post("/users/<int:user_id>/lift-limits")
 def lift_limits(user_id: int):
     services = current_services()
-    if not limits.lift(services.db, user_id, operator_name()):
+    operator = current_operator()
+    if not limits.lift(services.db, user_id, operator.name):
         abort(404)
-    audit.record(services.db, operator_name(), LIFT_LIMITS, user_id=user_id)
+    audit.record(services.db, operator, LIFT_LIMITS, user_id=user_id)
     flash("Limites liberados: as próximas mensagens desse contato voltam a ser respondidas.", "success")
     return redirect(safe_next(request.form.get("next"), url_for("dashboard.trust")))
 
 
 @bp.get("/users/<int:user_id>/export.json")
+@admin_only
 def export_user(user_id: int):
-    if not is_admin():
-        abort(403)
     services = current_services()
     try:
         data = privacy.export_user(services.db, user_id)
     except privacy.PrivacyError:
         abort(404)
-    audit.record(services.db, operator_name(), audit.EXPORT, user_id=user_id, detail={"format": "json"})
+    audit.record(services.db, current_operator(), audit.EXPORT, user_id=user_id, detail={"format": "json"})
     body = json.dumps(data, ensure_ascii=False, indent=2)
     return Response(body, mimetype="application/json", headers={
         "Content-Disposition": f'attachment; filename="dados-usuario-{user_id}.json"'})

@@ -1,9 +1,11 @@
 """Dashboard pages with personal data (login required): stats, conversations, leads, handoffs.
 
 - ``/stats`` (HTML, or JSON when asked with ``Accept: application/json``) and ``/stats.json``;
-- ``/conversations``: users with masked phone numbers, search by name or last digits, pages;
 - ``/conversations/<id>``: one user's transcript, both sides in order, audio players,
-  transcriptions, stage timings, delivery status; failed turns can be retried (POST);
+  transcriptions, stage timings, delivery status, the team's messages with their author,
+  the reply box and takeover/close buttons (app/web/dashboard/inbox.py handles their
+  POSTs; the list itself lives there too), the team notifications and the audit trail;
+  failed turns can be retried (POST);
 - ``/leads`` and ``/handoffs`` (an operator closes a handoff so the bot speaks again);
 - ``/audio/inbound/<message_id>``: a simulator upload, for the transcript's player.
   Inbound WhatsApp voice notes stay at Twilio (fetching them needs our credentials), so
@@ -16,20 +18,22 @@ touch, so the (login-only) leads page shows them in full.
 from __future__ import annotations
 
 import math
-import re
 from urllib.parse import urlsplit
 
 from flask import abort, flash, jsonify, redirect, render_template, request, send_file, url_for
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import func, select, true
 
+from app.assistant import handoff, team_notify
 from app.audio.formats import mime_for_suffix
 from app.channels.simulator.inbound import UPLOAD_SCHEME, SimulatorInputError, upload_path
-from app.clients.storage import LocalStorage, MediaTokenExpired, MediaTokenInvalid
+from app.clients.storage import CONTENT_TYPES_BY_SUFFIX, LocalStorage, MediaTokenExpired, MediaTokenInvalid
 from app.db import utcnow
-from app.models import TURN_FAILED, Handoff, Lead, Message, Turn, User
+from app.models import TURN_FAILED, TURN_TEAM, WAITING_HUMAN, Handoff, Lead, Message, Operator, Turn, User
+from app.operators import audit
 from app.redaction import redact
 from app.services import current_services
-from app.web.auth import is_admin, json_endpoint, safe_next
+from app.web.auth import current_operator, is_admin, json_endpoint, safe_next
+from app.web.conversations import fingerprint, mark_read, waited_label
 from app.web.dashboard.blueprint import bp
 from app.web.dashboard.stats import STAGES, compute_stats
 
@@ -123,45 +127,6 @@ def inbound_audio(message_id: int):
 
 # ---- conversations ---------------------------------------------------------------------------
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _search_filter(query: str):
-    conditions = []
-    words = query.strip().lower()
-    if words:
-        pattern = f"%{_like_escape(words)}%"
-        conditions += [func.lower(User.profile_name).like(pattern, escape="\\"),
-                       func.lower(User.learned_name).like(pattern, escape="\\")]
-    digits = re.sub(r"\D", "", query)
-    if len(digits) >= 2:
-        conditions.append(User.phone.like(f"%{digits}", escape="\\"))
-    return or_(*conditions) if conditions else None
-
-
-@bp.get("/conversations")
-def conversations():
-    # NUL is refused by PostgreSQL in any string: drop it (and other controls) from the search.
-    query = re.sub(r"[\x00-\x1f\x7f]", "", request.args.get("q") or "").strip()[:64]
-    page = _page_arg()
-    condition = _search_filter(query) if query else None
-    with current_services().db.session() as session:
-        count = select(func.count()).select_from(User)
-        rows = select(User).order_by(User.last_seen_at.desc(), User.id.desc())
-        if condition is not None:
-            count, rows = count.where(condition), rows.where(condition)
-        total = session.scalar(count) or 0
-        pages = max(1, math.ceil(total / PAGE_SIZE))
-        page = min(page, pages)
-        users = session.scalars(rows.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
-        open_handoffs = set(session.scalars(
-            select(Handoff.user_id).where(Handoff.is_open(utcnow()), Handoff.user_id.in_([u.id for u in users]))
-        )) if users else set()
-    return render_template("conversations.html", users=users, query=query, page=page, pages=pages,
-                           total=total, open_handoffs=open_handoffs)
-
-
 @bp.get("/conversations/<int:user_id>")
 def transcript(user_id: int):
     before = request.args.get("before", type=int)
@@ -181,6 +146,20 @@ def transcript(user_id: int):
         handoffs = session.scalars(
             select(Handoff).where(Handoff.user_id == user_id).order_by(Handoff.opened_at.desc()).limit(10)).all()
         leads = session.scalars(select(Lead).where(Lead.user_id == user_id).order_by(Lead.created_at.desc())).all()
+        open_handoff = session.scalar(select(Handoff).where(Handoff.user_id == user_id, Handoff.is_open(utcnow()))
+                                      .order_by(Handoff.id.desc()).limit(1))
+        author_ids = {m.operator_id for m in messages if m.operator_id}
+        if open_handoff is not None and open_handoff.operator_id:
+            author_ids.add(open_handoff.operator_id)
+        authors = dict(session.execute(select(Operator.id, Operator.name).where(Operator.id.in_(author_ids))).all()
+                       ) if author_ids else {}
+        notifications = team_notify.for_handoffs(session, [h.id for h in handoffs])
+    # Team turns with a part the provider did not take: the transcript offers to resend them.
+    failed_team_turns = {m.turn_id for m in messages if m.direction == "out" and m.turn_id in turns
+                         and turns[m.turn_id].status == TURN_TEAM and m.status in ("failed", "sending")}
+    actions = audit.recent(current_services().db, limit=30, user_id=user_id)
+    operator = current_operator()
+    mark_read(current_services().db, operator.id, user_id)
     # A turn's summary goes after the last of its messages shown on this page.
     last_of_turn = {}
     for index, message in enumerate(messages):
@@ -191,9 +170,16 @@ def transcript(user_id: int):
         "audio_url": playable_audio_url(m),
         "turn": turns.get(m.turn_id) if last_of_turn.get(m.turn_id) == i else None,
     } for i, m in enumerate(messages)]
+    now = utcnow()
+    waiting = [m for m in messages if m.direction == "in" and m.status == WAITING_HUMAN]
+    waited = waited_label(int((now - waiting[0].created_at).total_seconds())) if waiting else ""
     return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
                            oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
-                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, admin=is_admin())
+                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
+                           open_handoff=open_handoff, authors=authors, actions=actions,
+                           notifications=notifications, waited=waited, now=now,
+                           state=fingerprint(current_services().db, user_id),
+                           accept=",".join(sorted(CONTENT_TYPES_BY_SUFFIX)), admin=is_admin())
 
 
 @bp.post("/turns/<int:turn_id>/retry")
@@ -246,22 +232,19 @@ def handoffs():
             .offset((page - 1) * LEADS_PAGE).limit(LEADS_PAGE)
         ).all()
         counts = dict(session.execute(select(Handoff.status, func.count()).group_by(Handoff.status)).all())
+        notifications = team_notify.for_handoffs(session, [h.id for h, _ in rows])
     return render_template("handoffs.html", rows=rows, status=status, page=page, pages=pages, total=total,
-                           counts=counts, now=utcnow())
+                           counts=counts, now=utcnow(), notifications=notifications)
 
 
 @bp.post("/handoffs/<int:handoff_id>/close")
 def close_handoff(handoff_id: int):
     with current_services().db.session() as session:
-        # One UPDATE guarded by the status: two operators clicking at once close it once.
-        closed = session.execute(
-            update(Handoff).where(Handoff.id == handoff_id, Handoff.status == "open")
-            .values(status="closed", closed_at=utcnow(), closed_by="operator")
-        ).rowcount
-        exists = closed or session.get(Handoff, handoff_id) is not None
-    if not exists:
+        row = session.get(Handoff, handoff_id)
+        user_id = row.user_id if row is not None else None
+    if user_id is None:
         abort(404)
-    if closed:
+    if handoff.close_handoff(current_services(), user_id, by=current_operator(), handoff_id=handoff_id):
         flash("Atendimento humano encerrado: o robô volta a responder esse contato.", "success")
     else:
         flash("Esse atendimento humano já estava encerrado.", "info")

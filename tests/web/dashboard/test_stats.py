@@ -1,0 +1,167 @@
+"""Dashboard statistics (app/web/dashboard/stats.py) against hand-computed figures, on SQLite and PostgreSQL.
+
+The clock is fixed at 2026-03-10 15:00 UTC, which is 12:00 in Brasília (UTC-3): local
+"today" is 2026-03-10 and the 30-day window starts at local 2026-02-09 00:00, i.e.
+2026-02-09 03:00 UTC. Rows near those boundaries check the day bucketing of both databases.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from app.models import Handoff, Lead, Message, Turn, User
+from app.web.dashboard import stats as stats_module
+from app.web.dashboard.stats import compute_stats, percentiles
+
+NOW = dt.datetime(2026, 3, 10, 15, 0)
+
+
+def T(day: str, hhmm: str = "12:00") -> dt.datetime:  # noqa: N802 - reads like a literal
+    return dt.datetime.fromisoformat(f"{day} {hhmm}")
+
+
+def seed(db) -> dict:
+    with db.session() as s:
+        u1 = User(phone="+5511900000001", channel="whatsapp", profile_name="Ana",
+                  first_seen_at=T("2026-03-10", "04:00"), last_seen_at=T("2026-03-10", "14:00"))
+        # First seen at 02:00 UTC = 23:00 of the 9th in Brasília: not "new today".
+        u2 = User(phone="+5511900000002", channel="whatsapp", profile_name="Bruno",
+                  first_seen_at=T("2026-03-10", "02:00"), last_seen_at=T("2026-03-05"))
+        u3 = User(phone="+5511900000003", channel="whatsapp", first_seen_at=T("2026-01-01"),
+                  last_seen_at=T("2026-03-01"))
+        sim = User(phone="sim:abc", channel="simulator", first_seen_at=T("2026-03-10", "14:00"),
+                   last_seen_at=T("2026-03-10", "14:00"))
+        s.add_all([u1, u2, u3, sim])
+        s.flush()
+
+        def msg(user, direction, kind, at, status, code=None, channel="whatsapp"):
+            s.add(Message(user_id=user.id, direction=direction, kind=kind, created_at=at, updated_at=at,
+                          status=status, error_code=code, channel=channel, body="x"))
+
+        msg(u1, "in", "text", T("2026-03-10", "04:00"), "answered")               # local 03-10
+        msg(u1, "out", "text", T("2026-03-10", "04:01"), "delivered")
+        msg(u1, "out", "text", T("2026-03-10", "05:00"), "failed", "63024")
+        msg(u2, "in", "audio", T("2026-03-10", "02:00"), "answered")              # local 03-09 23:00
+        msg(u2, "out", "audio", T("2026-03-10", "02:30"), "read")
+        msg(u2, "out", "text", T("2026-03-10", "02:31"), "failed", "63016")
+        msg(u3, "in", "image", T("2026-03-01", "12:00"), "answered")              # other kind
+        msg(u3, "out", "text", T("2026-03-01", "12:01"), "undelivered", "63016")
+        msg(u3, "out", "text", T("2026-03-01", "12:02"), "sent")
+        msg(u3, "in", "text", T("2026-02-09", "02:59"), "answered")               # local 02-08: outside
+        msg(u3, "in", "text", T("2026-02-09", "03:00"), "answered")               # local 02-09 00:00: first day
+        msg(sim, "in", "text", T("2026-03-10", "14:00"), "answered", channel="simulator")
+        msg(sim, "out", "text", T("2026-03-10", "14:01"), "delivered", channel="simulator")
+
+        # 21 answered turns: retrieve 0..200 step 10, answer always 5, end_to_end 1000..1200,
+        # transcribe only on the first five (0..40).
+        for i in range(21):
+            timings = {"retrieve": 10 * i, "answer": 5, "end_to_end": 1000 + 10 * i}
+            if i < 5:
+                timings["transcribe"] = 10 * i
+            s.add(Turn(user_id=u1.id, status="answered", timings=timings, created_at=T("2026-03-05")))
+        s.add(Turn(user_id=u1.id, status="answered", timings=None, created_at=T("2026-03-05")))
+        # Unanswered turns must not distort latency, and do count as errors.
+        for kind, status in (("answer", "failed"), ("answer", "failed"), ("send", "waiting_retry")):
+            s.add(Turn(user_id=u2.id, status=status, error_kind=kind, error="boom",
+                       timings={"end_to_end": 999_999}, created_at=T("2026-03-09")))
+        s.add(Turn(user_id=u3.id, status="failed", error_kind="transcribe", created_at=T("2026-01-01")))
+
+        s.add_all([
+            Lead(user_id=u1.id, name="Ana", interest="site", created_at=T("2026-03-08")),
+            Lead(user_id=u2.id, name="Bruno", interest="SEO", created_at=T("2026-02-01")),
+            Handoff(user_id=u1.id, reason="quer falar", status="open", opened_at=T("2026-03-10")),
+            Handoff(user_id=u2.id, reason="x", status="closed", opened_at=T("2026-03-01")),
+            Handoff(user_id=u3.id, reason="y", status="closed", opened_at=T("2026-02-01")),
+        ])
+    return {"users": (u1.id, u2.id, u3.id, sim.id)}
+
+
+@pytest.fixture
+def seeded_db(make_app):
+    app = make_app(start_workers=False)
+    db = app.extensions["endrigo"].db
+    seed(db)
+    return db
+
+
+def test_users_exclude_the_simulator_and_use_brazilian_days(seeded_db):
+    users = compute_stats(seeded_db, now=NOW)["users"]
+    assert users == {"total": 3, "new_today": 1, "active_7d": 2, "simulator": 1}
+
+
+def test_messages_per_local_day_text_vs_audio(seeded_db):
+    result = compute_stats(seeded_db, now=NOW)
+    messages = result["messages"]
+    assert messages["last_30_days"] == {"total": 10, "inbound": 4, "outbound": 6, "text": 7, "audio": 2, "other": 1}
+    per_day = messages["per_day"]
+    assert len(per_day) == 30 and per_day[0]["date"] == "2026-02-09" and per_day[-1]["date"] == "2026-03-10"
+    by_date = {d["date"]: d for d in per_day if d["inbound"] or d["outbound"]}
+    assert by_date == {
+        "2026-02-09": {"date": "2026-02-09", "text": 1, "audio": 0, "other": 0, "inbound": 1, "outbound": 0},
+        "2026-03-01": {"date": "2026-03-01", "text": 2, "audio": 0, "other": 1, "inbound": 1, "outbound": 2},
+        "2026-03-09": {"date": "2026-03-09", "text": 1, "audio": 2, "other": 0, "inbound": 1, "outbound": 2},
+        "2026-03-10": {"date": "2026-03-10", "text": 3, "audio": 0, "other": 0, "inbound": 1, "outbound": 2},
+    }
+    assert result["timezone"].startswith("America/Sao_Paulo") and result["window_days"] == 30
+
+
+def test_replies_by_delivery_status_with_error_codes(seeded_db):
+    delivery = compute_stats(seeded_db, now=NOW)["delivery"]
+    assert delivery["by_status"] == {"sent": 1, "delivered": 1, "read": 1, "failed": 2, "undelivered": 1}
+    assert delivery["total"] == 6
+    assert sorted((e["status"], e["code"], e["count"]) for e in delivery["errors"]) == [
+        ("failed", "63016", 1), ("failed", "63024", 1), ("undelivered", "63016", 1)]
+
+
+def test_latency_percentiles_over_answered_turns(seeded_db):
+    latency = compute_stats(seeded_db, now=NOW)["latency"]
+    assert latency["sample_turns"] == 21
+    stages = latency["stages"]
+    assert stages["retrieve"] == {"count": 21, "p50": 100.0, "p95": 190.0}
+    assert stages["answer"] == {"count": 21, "p50": 5.0, "p95": 5.0}
+    assert stages["transcribe"] == {"count": 5, "p50": 20.0, "p95": 38.0}  # 30 + 0.8 * 10
+    assert stages["download"] == {"count": 0, "p50": None, "p95": None}
+    assert set(stages) == {"download", "convert", "transcribe", "retrieve", "answer", "speak", "store", "send"}
+    assert latency["end_to_end"] == {"count": 21, "p50": 1100.0, "p95": 1190.0}
+
+
+def test_latency_uses_only_the_most_recent_turns(seeded_db, monkeypatch):
+    monkeypatch.setattr(stats_module, "LATENCY_SAMPLE", 8)
+    latency = compute_stats(seeded_db, now=NOW)["latency"]
+    # The newest eight turns: four unanswered ones, the answered one without timings, then the
+    # answered ones with i = 20, 19, 18. Only those last three are measured.
+    assert latency["sample_turns"] == 3
+    assert latency["stages"]["retrieve"] == {"count": 3, "p50": 190.0, "p95": 199.0}
+
+
+def test_turns_errors_leads_and_handoffs(seeded_db):
+    result = compute_stats(seeded_db, now=NOW)
+    assert result["turns"]["by_status"] == {"answered": 22, "failed": 2, "waiting_retry": 1}
+    assert result["turns"]["total"] == 25
+    assert result["turns"]["errors_by_kind"] == {"answer": 2, "send": 1}  # the January one is outside
+    assert result["leads"] == {"total": 2, "last_7d": 1}
+    assert result["handoffs"] == {"open": 1, "closed": 2, "total": 3}
+
+
+def test_empty_database(make_app):
+    app = make_app(start_workers=False)
+    result = compute_stats(app.extensions["endrigo"].db)
+    assert result["users"]["total"] == 0 and result["messages"]["last_30_days"]["total"] == 0
+    assert result["delivery"]["by_status"] == {"sent": 0, "delivered": 0, "read": 0, "failed": 0}
+    assert result["latency"]["end_to_end"]["p50"] is None and len(result["messages"]["per_day"]) == 30
+
+
+def test_percentiles_helper():
+    assert percentiles([]) == {"count": 0, "p50": None, "p95": None}
+    assert percentiles([7]) == {"count": 1, "p50": 7.0, "p95": 7.0}
+    assert percentiles(list(range(0, 101))) == {"count": 101, "p50": 50.0, "p95": 95.0}
+
+
+def test_every_pipeline_stage_has_a_latency_row_and_a_label():
+    from app import pipeline
+    from app.web.dashboard.blueprint import STAGE_LABELS
+
+    names = tuple(name for name, _ in pipeline.STAGES)
+    assert stats_module.STAGES == names
+    assert set(STAGE_LABELS) == set(names) | {"end_to_end"}
