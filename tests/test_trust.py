@@ -283,3 +283,19 @@ def test_a_63016_status_callback_re_sends_once_as_the_template(make_app, twilio_
     client.post(url.replace("https://bot.example.com", ""), data=form, headers=headers)
     app.extensions["endrigo"].inbox.shutdown(wait=True)
     assert len(twilio_fake.sent) == 2
+
+
+def test_the_operator_reply_path_refuses_an_opted_out_user_and_sends_nothing(make_app, twilio_fake):
+    from app.assistant import handoff
+    from app.operators import accounts
+
+    app = make_app(start_workers=False)
+    services = app.extensions["endrigo"]
+    send(app, twilio_fake, "Oi")
+    user = user_row(app)
+    with services.db.session() as session:
+        session.execute(update(User).where(User.id == user.id).values(opted_out_at=utcnow()))
+    ana = accounts.create(services.db, "ana", "agent", "senha-forte-123")
+    with pytest.raises(handoff.HandoffError, match="pediu para não receber"):
+        handoff.operator_reply(services, user.id, ana, text="Olá, posso ajudar?")
+    assert twilio_fake.sent == []
