@@ -164,3 +164,16 @@ def test_trust_page_lift_with_csrf_and_the_export_download(app):
     assert download.get_json()["profile"]["phone"] == PHONE
     assert q(app, select(func.count()).select_from(OperatorAction).where(OperatorAction.action == "export")) == 1
     assert app.test_client().get(f"/users/{user_id}/export.json").status_code in (302, 401)
+
+
+def test_an_agent_may_not_download_a_users_data(app):
+    from app.operators import accounts
+
+    user_id, _key = seed(app)
+    accounts.create(app.extensions["endrigo"].db, "agente", "agent", "senha-do-agente-1")
+    agent = app.test_client()
+    token = csrf_token(agent)
+    assert agent.post("/login", data={"name": "agente", "password": "senha-do-agente-1",
+                                      "csrf_token": token}).status_code == 302
+    assert agent.get(f"/users/{user_id}/export.json").status_code == 403
+    assert q(app, select(func.count()).select_from(OperatorAction).where(OperatorAction.action == "export")) == 0
