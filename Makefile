@@ -2,8 +2,21 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 5000
+
+# Where the server listens: BIND/HOST/PORT from the environment or .env (read by the app's own
+# load_env_file), else 127.0.0.1:5000. Only HOST, PORT or BIND given on the make command line
+# (make run PORT=5099) beat them; then an unset BIND lets HOST:PORT decide.
+SERVER_ENV :=
+ifeq ($(origin HOST),command line)
+SERVER_ENV += HOST=$(HOST) BIND=
+endif
+ifeq ($(origin PORT),command line)
+SERVER_ENV += PORT=$(PORT) BIND=
+endif
+ifeq ($(origin BIND),command line)
+SERVER_ENV += BIND=$(BIND)
+endif
+LISTEN_ADDRESS = $(BIN)/python -c 'from app.config import listen_address, load_env_file; load_env_file(); print(listen_address(default_host="127.0.0.1"))'
 
 .PHONY: run dev test migrate bench embeddings clean
 
@@ -20,11 +33,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 
 # Production-like server (gunicorn, gthread) on the embedded defaults; no API keys needed.
 run: $(VENV)/.runtime
-	$(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) main:app
+	$(SERVER_ENV) $(BIN)/gunicorn -c gunicorn.conf.py --bind "$$($(SERVER_ENV) $(LISTEN_ADDRESS))" main:app
 
-# Flask's development server, same app.
+# Flask's development server, same app (HOST/PORT; BIND is gunicorn's).
 dev: $(VENV)/.runtime
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python main.py
+	$(SERVER_ENV) $(BIN)/python main.py
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -75,13 +75,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_environment() -> None:
-    """Read .env (from the current folder upwards) when python-dotenv is installed; the real
-    environment wins over the file."""
+    """Read .env exactly as the app does (``app.config.load_env_file``: ENV_FILE, else the
+    nearest .env upwards, else the project's; the real environment wins over the file)."""
+    from app.config import ConfigError, load_env_file
+
     try:
-        from dotenv import find_dotenv, load_dotenv
-    except ImportError:
-        return
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+        load_env_file()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def load_settings():

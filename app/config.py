@@ -38,6 +38,9 @@ DEFAULT_MEDIA_HOSTS = (
 
 DEFAULT_OPENAI_MODEL = "gpt-5.4-mini"
 DEFAULT_REALTIME_MODEL = "gpt-realtime-2"
+DEFAULT_REALTIME_VOICE = "marin"
+# Who speaks a realtime answer: the Realtime session's own voice, or Endrigo's cloned ElevenLabs voice.
+REALTIME_VOICES = ("openai", "elevenlabs")
 
 
 class ConfigError(ValueError):
@@ -164,6 +167,9 @@ class Settings:
     openai_embedding_model: str = "text-embedding-3-small"
     openai_realtime_model: str = DEFAULT_REALTIME_MODEL
     openai_realtime_url: str | None = None
+    openai_realtime_voice: str = DEFAULT_REALTIME_VOICE
+    realtime_voice: str = "openai"
+    realtime_timeout_seconds: float = 12.0
     openai_timeout_seconds: float = 20.0
     openai_max_retries: int = 2
 
@@ -281,6 +287,9 @@ class Settings:
             openai_embedding_model=_str(env, "OPENAI_EMBEDDING_MODEL", d.openai_embedding_model),
             openai_realtime_model=_str(env, "OPENAI_REALTIME_MODEL", d.openai_realtime_model),
             openai_realtime_url=_str(env, "OPENAI_REALTIME_URL"),
+            openai_realtime_voice=_str(env, "OPENAI_REALTIME_VOICE", d.openai_realtime_voice),
+            realtime_voice=(_str(env, "REALTIME_VOICE", d.realtime_voice) or d.realtime_voice).lower(),
+            realtime_timeout_seconds=_float(env, "REALTIME_TIMEOUT_SECONDS", d.realtime_timeout_seconds),
             openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", d.openai_timeout_seconds),
             elevenlabs_api_key=_str(env, "ELEVENLABS_API_KEY"),
             elevenlabs_base_url=_str(env, "ELEVENLABS_BASE_URL"),
@@ -399,6 +408,12 @@ def _normalised(settings: Settings) -> Settings:
     if settings.handoff_notify_content_sid and not re.fullmatch(r"HX[0-9a-fA-F]{32}",
                                                                 settings.handoff_notify_content_sid):
         raise ConfigError("HANDOFF_NOTIFY_CONTENT_SID must be a Content template SID (HX + 32 hex digits)")
+    if settings.realtime_voice not in REALTIME_VOICES:
+        raise ConfigError("REALTIME_VOICE must be 'openai' or 'elevenlabs'")
+    if not 1 <= settings.realtime_timeout_seconds <= 120:
+        raise ConfigError("REALTIME_TIMEOUT_SECONDS must be between 1 and 120")
+    if settings.openai_realtime_url and not re.match(r"^wss?://[^/\s]+", settings.openai_realtime_url):
+        raise ConfigError("OPENAI_REALTIME_URL must be a ws:// or wss:// URL such as wss://api.openai.com/v1")
     if settings.workers < 1:
         raise ConfigError("WORKERS must be at least 1")
     if settings.recovery_interval_seconds * 2 > settings.lease_seconds:

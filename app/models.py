@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.x models: users, messages, turns, leads, handoffs, provider status, operators.
+"""SQLAlchemy 2.x models: users, messages, turns, leads, handoffs, provider status, realtime sessions, operators.
 
 The schema is created and changed only by Alembic migrations (migrations/versions/);
 keep a migration in step with every change here. All timestamps are naive UTC.
@@ -228,6 +228,35 @@ class ProviderStatus(Base):
     last_ok_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RealtimeSession(Base):
+    """One try of the realtime voice path (app/pipeline/realtime.py) for a turn, for operators.
+
+    ``outcome``: ``answered`` (the session's answer is decided in the outbox), ``abandoned``
+    (the attempt ended before the decision), or ``fallback`` (the turn went through the main
+    pipeline; ``reason`` is the kind: connect, auth, error_event, timeout, closed, empty_audio,
+    empty_answer, conversion, storage, internal). A turn with a fallback never tries the
+    realtime path again.
+    """
+
+    __tablename__ = "realtime_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id"), nullable=False, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)  # operator-safe (redacted) detail of a fallback
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    voice: Mapped[str] = mapped_column(String(16), nullable=False)  # openai | elevenlabs
+    input_seconds: Mapped[float | None] = mapped_column(Float)  # committed audio, after the silence trim
+    output_seconds: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)  # the session: connect to the last answer event
+    first_audio_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_realtime_sessions_created", "created_at"),)
 
 
 # ---- operators (the dashboard's people; logic in app/operators/) ---------------------------

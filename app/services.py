@@ -78,6 +78,18 @@ class Services:
         return ElevenLabsGateway(self.settings)
 
     @cached_property
+    def realtime(self):
+        """The Realtime gateway (speech to speech), or None without an OpenAI key."""
+        if not self.settings.openai_api_key:
+            return None
+        from app.clients.openai_realtime import RealtimeGateway
+
+        return RealtimeGateway(self.settings.openai_api_key, model=self.settings.openai_realtime_model,
+                               websocket_base_url=self.settings.openai_realtime_url,
+                               timeout=self.settings.realtime_timeout_seconds,
+                               transcription_model=self.settings.openai_transcribe_model)
+
+    @cached_property
     def provider_health(self):
         from app.ops.provider_health import ProviderHealth
 

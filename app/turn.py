@@ -95,3 +95,8 @@ class Passage:
     heading: str
     text: str
     score: float
+
+
+# messages.extra["path"] of a message that came in on /webhook/whatsapp/realtime: a turn made
+# only of such voice notes is answered on the realtime voice path (app/pipeline/realtime.py).
+REALTIME_PATH = "realtime"

@@ -1,4 +1,4 @@
-"""Benchmark of the realtime path's audio steps (app/realtime/audio.py).
+"""Benchmark of the realtime path's audio steps (app/audio/pcm.py).
 
 Run from the project root: ``python bench/bench_realtime_audio.py [--repeat N]``. Prints Markdown:
 
@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.realtime import audio as rt_audio  # noqa: E402
+from app.audio import pcm as rt_audio  # noqa: E402
 from tests.fakes import audio_samples  # noqa: E402
 
 

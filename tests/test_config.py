@@ -344,3 +344,36 @@ def test_public_base_url_may_carry_a_mount_path_but_no_query():
             Settings.from_env(env={"PUBLIC_BASE_URL": bad})
 
 
+# -- the Makefile: .env's address wins unless make is told otherwise on its command line --------
+def _make_listen(tmp_path, *make_args: str, env_file: str = "", environ: dict | None = None) -> tuple[str, str]:
+    """(the address `make run` would bind, the environment prefix `make dev` would use), with
+    ``env_file`` as the .env of the working folder."""
+    import shlex
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    clean = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "BIND", "ENV_FILE", "MAKEFLAGS")}
+    printed = subprocess.run(["make", "-s", "-n", "run", "dev", *make_args], cwd=ROOT, env=clean,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    run_line = next(line for line in printed.splitlines() if "gunicorn" in line)
+    dev_line = next(line for line in printed.splitlines() if "main.py" in line)
+    inner = re.search(r'--bind "\$\((.*)\)" main:app', run_line).group(1)
+    inner = inner.replace(".venv/bin/python", shlex.quote(PYTHON))
+    (tmp_path / ".env").write_text(env_file, encoding="utf-8")
+    shell_env = dict(clean, PYTHONPATH=str(ROOT), **(environ or {}))
+    bound = subprocess.run(["sh", "-c", inner], cwd=tmp_path, env=shell_env, capture_output=True, text=True,
+                           timeout=60, check=True).stdout.strip()
+    return bound, dev_line.split(".venv/bin/python")[0].strip()
+
+
+def test_make_run_binds_what_dotenv_says_unless_given_on_the_command_line(tmp_path):
+    assert _make_listen(tmp_path) == ("127.0.0.1:5000", "")
+    assert _make_listen(tmp_path, env_file="PORT=6123\n")[0] == "127.0.0.1:6123"
+    assert _make_listen(tmp_path, env_file="HOST=0.0.0.0\nPORT=6124\n")[0] == "0.0.0.0:6124"
+    assert _make_listen(tmp_path, env_file="BIND=127.0.0.1:7001\nPORT=6125\n")[0] == "127.0.0.1:7001"
+    # The real environment beats .env, as everywhere.
+    assert _make_listen(tmp_path, env_file="PORT=6126\n", environ={"PORT": "6127"})[0] == "127.0.0.1:6127"
+    # On make's command line: that wins, over BIND in .env too.
+    bound, dev_env = _make_listen(tmp_path, "PORT=5099", env_file="BIND=127.0.0.1:7001\nHOST=127.0.0.1\n")
+    assert bound == "127.0.0.1:5099" and dev_env == "PORT=5099 BIND="

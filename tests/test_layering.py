@@ -29,8 +29,8 @@ LAYERS: list[list[tuple[str, ...]]] = [
     [("app.knowledge",)],
     [("app.channels",)],
     [("app.assistant",)],
-    # Side by side: the pipeline of a WhatsApp turn, and the realtime voice groundwork (used by nothing yet).
-    [("app.pipeline",), ("app.realtime",)],
+    # The pipeline of a WhatsApp turn (its realtime path included: app/pipeline/realtime.py).
+    [("app.pipeline",)],
     [("app.inbox",)],
     [("app.services",)],  # builds the gateways, the knowledge base and the inbound writer once per process
     [("app.web",)],

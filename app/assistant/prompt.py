@@ -42,6 +42,35 @@ def build_instructions(persona: str, passages: list[Passage], user: UserSnapshot
     return text
 
 
+# Where the persona's facts were, the stable instructions say where to find them.
+FACTS_POINTER = ("(Os trechos da base de conhecimento, o que sabemos sobre esta pessoa e a data e hora "
+                 "atuais vêm na mensagem de contexto logo antes da mensagem dela.)")
+_SECTION = re.compile(r"^## .*$", re.M)
+
+
+def split_persona(persona: str) -> tuple[str, str]:
+    """(the persona without its facts, the template of its facts).
+
+    The facts (``{context}``, ``{profile}``, ``{datetime}``) change with every message; the
+    rest never does. Kept apart, the rest opens every request identically, so OpenAI's prompt
+    cache serves it. The facts' template is the persona section that holds the placeholders
+    (``## Context``); without one, the placeholders themselves.
+    """
+    headings = [m.start() for m in _SECTION.finditer(persona)] + [len(persona)]
+    for start, end in zip(headings, headings[1:]):
+        section = persona[start:end]
+        if _PLACEHOLDER.search(section):
+            title, _, body = section.partition("\n")
+            return persona[:start] + title + "\n\n" + FACTS_POINTER + "\n\n" + persona[end:], body.strip()
+    template = "\n\n".join("{" + key + "}" for key in ("context", "profile", "datetime"))
+    return _PLACEHOLDER.sub("", persona).rstrip() + "\n\n" + FACTS_POINTER + "\n", template
+
+
+def turn_facts(template: str, passages: list[Passage], user: UserSnapshot, by_voice: bool = False) -> str:
+    """The facts of this message (passages, profile, time), filled into the persona's template."""
+    return build_instructions(template, passages, user, by_voice).strip()
+
+
 def format_passages(passages: list[Passage]) -> str:
     if not passages:
         return "(nenhum trecho da base de conhecimento foi encontrado para esta mensagem)"

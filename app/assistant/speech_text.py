@@ -3,6 +3,9 @@
 ``prepare_for_speech`` turns a chat answer (Markdown, emoji, links) into plain sentences
 (a link becomes ``LINK_PHRASE``: the link itself goes as text); ``split_for_speech`` keeps
 the spoken part of a long answer short and returns the rest to be sent as text.
+``split_answer_for_speech`` cuts the written answer itself, so the unspoken rest is sent as
+written (links intact), and ``text_after_voice`` is the text that follows a voice note: the
+links, e-mail addresses and phone numbers of the spoken part (``written_only``), then the rest.
 """
 from __future__ import annotations
 
@@ -125,3 +128,66 @@ def _last_break(pattern: re.Pattern, window: str, minimum: int) -> int | None:
     would make an odd voice note), or None."""
     ends = [m.end() for m in pattern.finditer(window) if m.end() > minimum]
     return ends[-1] if ends else None
+
+
+# ---- what must also go in writing ---------------------------------------------------------
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}(?![\w-])")
+# A phone number as people write it: optional +country code, optional area code (with or without
+# parentheses), then 8 or 9 digits in groups: "(11) 98765-4321", "+55 11 3456-7890", "0800 123 4567".
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])?\d{4,5}[\s.-]?\d{4}(?![\w-])"
+)
+_CONTACT_END = ".,;:!?)\"'"
+
+
+def written_only(text: str) -> list[str]:
+    """Links, e-mail addresses and phone numbers in ``text``, in order, each once: what a
+    listener cannot click or copy from a voice note."""
+    found: list[tuple[int, str]] = []
+    rest = text or ""
+    for pattern in (_URL, _EMAIL):
+        for match in pattern.finditer(rest):
+            found.append((match.start(), match.group(0).rstrip(_CONTACT_END)))
+        rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)  # a number inside a link is the link's
+    for match in _PHONE.finditer(rest):
+        if sum(ch.isdigit() for ch in match.group(0)) >= 8:
+            found.append((match.start(), match.group(0).strip()))
+    seen: list[str] = []
+    for _, item in sorted(found):
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def split_answer_for_speech(answer: str, max_chars: int) -> tuple[str, str]:
+    """(speech for the first part of ``answer``, the rest of ``answer`` as written).
+
+    The written answer is cut at the last sentence or paragraph end whose speech fits in
+    ``max_chars``; the rest keeps its links and formatting. When no such cut exists (one
+    endless sentence), the speech itself is cut (``split_for_speech``) and the rest is speech.
+    """
+    spoken = prepare_for_speech(answer)
+    if len(spoken) <= max_chars:
+        return spoken, ""
+    best = None
+    for match in _SENTENCE_BREAK.finditer(answer):
+        head = prepare_for_speech(answer[: match.end()])
+        if len(head) > max_chars:
+            break
+        if len(head) > max_chars // 3:
+            best = match.end()
+    if best is None:
+        return split_for_speech(spoken, max_chars)
+    return prepare_for_speech(answer[:best]), answer[best:].strip()
+
+
+def text_after_voice(answer: str, rest: str) -> str | None:
+    """The text that follows a voice note: the links, e-mails and phone numbers of the spoken
+    part (the voice only says they were sent in writing), then the unspoken rest; None if neither."""
+    rest = (rest or "").strip()
+    contacts = [item for item in written_only(answer) if item not in rest]
+    parts = ["\n".join(contacts)] if contacts else []
+    if rest:
+        parts.append(rest)
+    return "\n\n".join(parts) or None

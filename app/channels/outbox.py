@@ -154,9 +154,9 @@ def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart
     for part in parts:
         try:
             row_id = _claim(services, channel, turn_id, user, part, spoken_text, operator_id)
-        except TwilioSendError as exc:  # reconciling an unknown outcome asks Twilio's list
+        except TwilioSendError as exc:  # Twilio's list could not be read: never guess, try later
             services.provider_health.error("twilio", exc.reason)
-            raise RetryableTurnError(exc.reason, kind="send") from exc
+            raise RetryableTurnError(f"cannot reconcile an unknown send outcome: {exc.reason}", kind="send") from exc
         if row_id is None:
             continue
         verdict = check_before_send(services, user, part)

@@ -56,13 +56,12 @@ def _merged_usage(stored: dict | None, new: dict) -> dict | None:
     return merged
 
 
-def record_usage(services, ctx: TurnContext) -> None:
-    """Keep what an attempt that ends without an outcome (abandoned) spent on the model."""
-    if not ctx.usage:
-        return
+def record_abandoned(services, ctx: TurnContext) -> None:
+    """An attempt dropped for a newer message: keep what it spent on the model; it was no try."""
     with services.db.session() as session:
         turn = session.get(Turn, ctx.turn_id)
         turn.usage = _merged_usage(turn.usage, ctx.usage)
+        turn.attempts = max(0, turn.attempts - 1)  # the retry schedule counts failures, not restarts
     ctx.usage = {}
 
 

@@ -49,15 +49,18 @@ TYPING_REFRESH_SECONDS = 20.0
 class AttemptGuard:
     """Whether a newer message of the user has arrived since this attempt took its messages.
 
-    ``wake()`` is called by this process's webhook (through ``Inbox.notify``) for an instant
-    answer; messages stored by other processes are seen by a cheap indexed query at most every
-    SUPERSEDE_POLL_SECONDS.
+    The answer is always the database's: a ``received`` message of the user not yet in a turn.
+    ``wake()`` (this process's webhook, through ``Inbox.notify``) makes the next look happen at
+    once; otherwise the cheap indexed query runs at most every SUPERSEDE_POLL_SECONDS, which is
+    how messages stored by other processes are seen. A wake-up alone (the recovery sweep also
+    notifies) never drops an attempt.
     """
 
     def __init__(self, db, user_id: int, may_abandon: bool):
         self.db, self.user_id, self.may_abandon = db, user_id, may_abandon
         self._event = threading.Event()
         self._checked_at = 0.0
+        self._superseded = False
 
     def wake(self) -> None:
         self._event.set()
@@ -65,18 +68,18 @@ class AttemptGuard:
     def __call__(self) -> bool:
         if not self.may_abandon:
             return False
-        if self._event.is_set():
+        if self._superseded:
             return True
         now = time.monotonic()
-        if now - self._checked_at < SUPERSEDE_POLL_SECONDS:
+        if not self._event.is_set() and now - self._checked_at < SUPERSEDE_POLL_SECONDS:
             return False
+        self._event.clear()
         self._checked_at = now
         with self.db.session() as session:
             newer = session.scalar(select(Message.id).where(
                 Message.user_id == self.user_id, Message.direction == "in", Message.status == RECEIVED).limit(1))
-        if newer is not None:
-            self._event.set()
-        return newer is not None
+        self._superseded = newer is not None
+        return self._superseded
 
 
 def handoff_open(session, user_id: int) -> bool:
@@ -165,7 +168,7 @@ def run_turn(services, turn_id: int, guard: AttemptGuard | None = None) -> None:
     try:
         run_pipeline(ctx)
     except TurnSuperseded:
-        outcomes.record_usage(services, ctx)
+        outcomes.record_abandoned(services, ctx)
         raise
     except RetryableTurnError as exc:
         outcomes.retry_or_fail(services, ctx, exc.reason, exc.kind)

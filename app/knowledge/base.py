@@ -148,6 +148,19 @@ class KnowledgeBase:
         snapshot = self._current()
         return "hybrid" if snapshot.matrix is not None and self._can_embed() else "bm25"
 
+    def subsections(self, source: str, heading: str) -> list[str]:
+        """Titles of the sections directly under section ``heading`` of ``source``, in document
+        order ("Serviços" -> ["Tráfego pago", "Redes sociais", ...]): what an overview lists."""
+        prefix = f"{heading} > " if heading else ""
+        titles: list[str] = []
+        for chunk in self._current().chunks:
+            if chunk.source != source or chunk.heading == heading or not chunk.heading.startswith(prefix):
+                continue
+            title = chunk.heading[len(prefix):]
+            if " > " not in title and title not in titles:
+                titles.append(title)
+        return titles
+
     def vocabulary_terms(self, limit: int = 50) -> list[str]:
         """Distinctive names and terms of the knowledge base, for the transcription prompt."""
         snapshot = self._current()

@@ -43,7 +43,9 @@ WATCHED_SETTINGS = (
     ("OPENAI_EMBEDDING_MODEL", "openai_embedding_model"),
     ("OPENAI_REALTIME_MODEL", "openai_realtime_model"),
 )
-# The models the pipeline calls on every turn; the realtime model is not used yet.
+# The models the pipeline calls on every turn. Not the realtime model: a turn whose realtime
+# session fails (model gone included) is answered by the main pipeline, so it is watched and
+# reported, never a reason to refuse the boot.
 REFUSE_WHEN_GONE = frozenset({"OPENAI_MODEL", "OPENAI_TRANSCRIBE_MODEL", "OPENAI_EMBEDDING_MODEL"})
 
 # Shutdown dates OpenAI announced (model id or fnmatch pattern), from /work/shared/PROVIDERS.md.

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 INBOUND_PATH = "/webhook/whatsapp"
 STATUS_PATH = "/webhook/whatsapp/status"
+REALTIME_PATH = "/webhook/whatsapp/realtime"
 
 
 def local_base_url(env=None) -> str:
@@ -41,6 +42,10 @@ def startup_report(settings: Settings, env=None) -> list[tuple[int, str]]:
     else:
         lines.append((info, f"online: OpenAI (answers {settings.openai_model}, transcription "
                             f"{settings.openai_transcribe_model}, embeddings {settings.openai_embedding_model})"))
+        speaker = (f"voice {settings.openai_realtime_voice}" if settings.realtime_voice == "openai"
+                   else "spoken by ElevenLabs")
+        lines.append((info, f"online: realtime voice ({settings.openai_realtime_model}, {speaker}, "
+                            f"{settings.realtime_timeout_seconds:g} s) for voice notes on {REALTIME_PATH}"))
     if settings.elevenlabs_configured:
         lines.append((info, "online: ElevenLabs - voice replies in Endrigo's voice"))
     else:
@@ -75,7 +80,8 @@ def startup_report(settings: Settings, env=None) -> list[tuple[int, str]]:
     if settings.public_base_url:
         base = settings.public_base_url
         lines.append((info, f"Twilio webhook, 'A message comes in' (POST): {base}{INBOUND_PATH}"))
-        lines.append((info, f"Twilio status callback URL (POST): {base}{STATUS_PATH}"))
+        lines.append((info, f"Twilio status callback URL (POST): {base}{STATUS_PATH} (sent with every "
+                            "message: nothing to paste)"))
     else:
         local = local_base_url(env)
         lines.append((warn, "PUBLIC_BASE_URL is unset: Twilio needs the public https origin it calls (a "

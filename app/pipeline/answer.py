@@ -19,9 +19,9 @@ from typing import Any
 
 from app.assistant import offline
 from app.assistant.formatting import to_whatsapp
-from app.assistant.prompt import build_instructions, load_history
+from app.assistant.prompt import load_history, split_persona, turn_facts
 from app.assistant.reply_mode import voice_reply_due
-from app.assistant.tools import ToolContext, execute, tool_definitions
+from app.assistant.tools import ToolContext, execute, request_human_handoff, tool_definitions, update_user_profile
 from app.clients.errors import GatewayError, turn_error
 from app.knowledge import load_persona
 from app.pipeline import notices
@@ -78,15 +78,44 @@ def run(ctx: TurnContext) -> None:
     if ctx.services.openai.available:
         ctx.answer_text = answer_turn(ctx)
     else:
-        ctx.answer_text = offline.answer(ctx.user_text, ctx.passages, ctx.user.name)
+        ctx.answer_text = offline_answer(ctx)
+
+
+def offline_answer(ctx: TurnContext) -> str:
+    """The offline responder's reply, with the conversation so far and the tools it may use."""
+    tool_ctx = ToolContext.for_turn(ctx)
+    history = load_history(ctx.services.db, ctx.user.id, ctx.turn_id)
+
+    def open_handoff(reason: str) -> bool:
+        started = time.perf_counter()
+        result = request_human_handoff(tool_ctx, {"reason": reason})
+        ctx.tool_calls.append({"name": "request_human_handoff", "arguments": {"reason": reason}, "ok": True,
+                               "error": None, "ms": round((time.perf_counter() - started) * 1000, 1),
+                               "round": 0})
+        ctx.log.info("offline: handoff %s", "already open" if result["already_open"] else "opened")
+        return bool(result["already_open"])
+
+    def prefer_voice() -> None:
+        update_user_profile(tool_ctx, {"name": None, "reply_mode": "audio"})
+
+    turn = offline.OfflineTurn(
+        name=ctx.user.name,
+        earlier_replies=[item["content"] for item in history if item["role"] == "assistant"],
+        open_handoff=open_handoff,
+        prefer_voice=prefer_voice if ctx.services.tts.available else None,
+        subsections=ctx.services.knowledge.subsections,
+    )
+    return offline.answer(ctx.user_text, ctx.passages, turn)
 
 
 def answer_turn(ctx: TurnContext) -> str:
     """The answer text for the turn (WhatsApp formatting), or raise Retryable/PermanentTurnError."""
     tool_ctx = ToolContext.for_turn(ctx)
     deadline = time.monotonic() + answer_budget_seconds(ctx)
-    persona = load_persona(ctx.settings.documents_dir)
+    instructions, facts_template = split_persona(load_persona(ctx.settings.documents_dir))
     items: list[dict] = load_history(ctx.services.db, ctx.user.id, ctx.turn_id)
+    facts_at = len(items)  # this message's facts go right before it: what precedes them stays cacheable
+    items.append({"role": "developer", "content": ""})
     items.append({"role": "user", "content": ctx.user_text})
 
     response = None
@@ -97,7 +126,10 @@ def answer_turn(ctx: TurnContext) -> str:
         if last_call and seconds_left < MIN_CALL_SECONDS:
             ctx.log.warning("answer: out of time after %d model calls", round_number - 1)
             return _succeeded(ctx, _fallback(tool_ctx, FALLBACK_OUT_OF_TIME))
-        request = build_request(ctx, persona, items, allow_tools=not last_call, seconds_left=seconds_left)
+        # Rebuilt every round: a tool may have changed the profile (a name, a reply preference).
+        items[facts_at] = {"role": "developer", "content": turn_facts(
+            facts_template, ctx.passages, tool_ctx.user, by_voice=_reply_by_voice(ctx))}
+        request = build_request(ctx, instructions, items, allow_tools=not last_call, seconds_left=seconds_left)
         response = _call_model(ctx, tool_ctx, request)
         if response is None:  # failed after a handoff was opened: the user must still hear it
             return handoff_reply(tool_ctx)
@@ -123,9 +155,14 @@ def _succeeded(ctx: TurnContext, text: str) -> str:
 
 # ---- the request ------------------------------------------------------------------------
 
-def build_request(ctx: TurnContext, persona: str, items: list[dict], *, allow_tools: bool,
+def build_request(ctx: TurnContext, instructions: str, items: list[dict], *, allow_tools: bool,
                   seconds_left: float) -> dict[str, Any]:
-    """One Responses API request; instructions are rebuilt so a profile change shows at once."""
+    """One Responses API request: the stable part first and identical between calls.
+
+    ``instructions`` (the persona without its facts) and the tools never change, and
+    ``prompt_cache_key`` keeps one user's calls on the same cache: OpenAI's prompt cache
+    then serves the prefix; the facts of the message travel in ``input`` (a developer item).
+    """
     model = ctx.settings.openai_model
     request: dict[str, Any] = {
         "model": model,
@@ -138,9 +175,10 @@ def build_request(ctx: TurnContext, persona: str, items: list[dict], *, allow_to
         # walks every nested item against its TypedDicts on each call (~4 ms a call, see
         # bench/bench_pipeline.py); as extra_body they go to the wire unchanged - same body.
         "extra_body": {
-            "instructions": build_instructions(persona, ctx.passages, ctx.user, by_voice=_reply_by_voice(ctx)),
-            "input": list(items),
+            "instructions": instructions,
             "tools": tool_definitions(),
+            "input": list(items),
+            "prompt_cache_key": f"endrigo-user-{ctx.user.id}",
         },
     }
     if supports_encrypted_reasoning(model):

@@ -2,13 +2,15 @@
 
 Due when the user's preference is ``audio``, or ``auto`` and they sent a voice note.
 Anything that goes wrong here (no key, quota, timeout, too little time left in the
-turn's budget) falls back to a text reply: the user always gets the answer. Unusable Opus
+turn's budget) falls back to a text reply: the user always gets the answer. The text after
+the voice note (``ctx.text_after_audio``) carries every link, e-mail address and phone number
+of the answer (a listener cannot click a voice note) and the unspoken rest as written. Unusable Opus
 bytes from ElevenLabs fall back to encoding its PCM with FFmpeg (OGG/Opus, then MP3).
 """
 from __future__ import annotations
 
 from app.assistant.reply_mode import voice_reply_due
-from app.assistant.speech_text import prepare_for_speech, split_for_speech
+from app.assistant.speech_text import split_answer_for_speech, text_after_voice
 from app.audio.ffmpeg import AudioError, encode_ogg_opus, transcode_to_mp3
 from app.clients.elevenlabs_client import SpeechAudio, TTSError
 from app.pipeline.context import TurnContext
@@ -30,7 +32,7 @@ def run(ctx: TurnContext) -> None:
     if ctx.remaining_budget() < MIN_SECONDS_LEFT_FOR_VOICE:
         ctx.log.info("voice reply skipped: %.1f s left of the turn budget", ctx.remaining_budget())
         return
-    spoken, rest = split_for_speech(prepare_for_speech(ctx.answer_text), MAX_SPOKEN_CHARS)
+    spoken, rest = split_answer_for_speech(ctx.answer_text, MAX_SPOKEN_CHARS)
     if not spoken.strip():
         return
     try:
@@ -44,7 +46,7 @@ def run(ctx: TurnContext) -> None:
     ctx.audio_bytes = audio.data
     ctx.audio_content_type = audio.content_type
     ctx.reply_kind = "audio"
-    ctx.text_after_audio = _unspoken_text(ctx.answer_text, rest)
+    ctx.text_after_audio = text_after_voice(ctx.answer_text, rest)
 
 
 def _synthesize(ctx: TurnContext, spoken: str) -> SpeechAudio:
@@ -67,7 +69,3 @@ def _synthesize(ctx: TurnContext, spoken: str) -> SpeechAudio:
 def _seconds_for_tts(ctx: TurnContext) -> float:
     return max(1.0, ctx.remaining_budget() - 1.0)
 
-
-def _unspoken_text(answer: str, rest_of_speech: str) -> str | None:
-    """The part of the written answer the voice did not cover (None when it spoke it all)."""
-    return rest_of_speech.strip() or None

@@ -1,7 +1,8 @@
 /* The chat simulator: sends the operator's message (text or a voice-note file) and polls
  * /simulator/messages.json for the conversation as the pipeline writes it. Bubbles are keyed
  * by message id and updated in place (a voice note gets its transcription a moment later).
- * User text is only ever inserted with textContent, never as HTML. */
+ * User text is inserted with textContent, except a message body's body_html: the server's
+ * copy of it escaped first and then formatted (app/web/dashboard/formatting.py). */
 (function () {
   "use strict";
   var form = document.getElementById("simulator-form");
@@ -77,7 +78,8 @@
           bubble.appendChild(audio);
         }
       } else {
-        child(bubble, "msg-text").textContent = message.body || "";
+        // body_html is the server's escaped-then-formatted copy of the body (formatting.py).
+        child(bubble, "msg-text").innerHTML = message.body_html || "";
       }
       chat.appendChild(bubble);
     }

@@ -106,6 +106,24 @@
     }
   }
 
+  // An empty chart is replaced by its Portuguese empty-state text (rendered by the page).
+  var EMPTY = {
+    messages: function (s) { return !s.messages.last_30_days.total; },
+    delivery: function (s) { return !s.delivery.total; },
+    latency: function (s) { return !s.latency.sample_turns; },
+    errors: function (s) { return !Object.keys(s.turns.errors_by_kind).length; }
+  };
+
+  function setEmptyStates(s) {
+    Object.keys(EMPTY).forEach(function (key) {
+      var empty = EMPTY[key](s);
+      var text = document.querySelector('[data-empty-for="' + key + '"]');
+      if (text) text.classList.toggle("d-none", !empty);
+      var box = charts[key].canvas.parentNode;
+      box.classList.toggle("d-none", empty);
+    });
+  }
+
   function refresh() {
     fetch(dataBlock.getAttribute("data-url"), {
       headers: { Accept: "application/json" }, credentials: "same-origin"
@@ -117,6 +135,7 @@
       charts.delivery.data = deliveryData(s);
       charts.latency.data = latencyData(s);
       charts.errors.data = errorsData(s);
+      setEmptyStates(s);
       Object.keys(charts).forEach(function (k) { charts[k].update(); });
       setCards(s);
     }).catch(function () { /* keep the last figures; the next refresh tries again */ });

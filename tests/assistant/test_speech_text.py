@@ -50,3 +50,29 @@ def test_split_never_exceeds_the_limit_and_loses_nothing():
     spoken, rest = split_for_speech(text, 900)
     assert len(spoken) <= 900 and spoken.endswith(".")
     assert f"{spoken} {rest}" == text
+
+
+def test_written_only_finds_links_emails_and_phones_once_in_order():
+    from app.assistant.speech_text import written_only
+
+    text = ("Site: https://endrigo.example/a?b=1. E-mail: Contato.Equipe@endrigo.example, telefone (11) 98765-4321 "
+            "ou +55 11 3456-7890; de novo https://endrigo.example/a?b=1 e https://wa.me/5511987654321. "
+            "Preço: R$ 1.500,00 em 2026, CEP 01310-100.")
+    assert written_only(text) == ["https://endrigo.example/a?b=1", "Contato.Equipe@endrigo.example",
+                                  "(11) 98765-4321", "+55 11 3456-7890", "https://wa.me/5511987654321"]
+    assert written_only("Sem nada para copiar aqui.") == []
+
+
+def test_split_answer_for_speech_keeps_the_written_rest():
+    from app.assistant.speech_text import split_answer_for_speech, text_after_voice
+
+    answer = "Primeiro veja **isto**. " * 20 + "Depois abra https://endrigo.example/fim."
+    spoken, rest = split_answer_for_speech(answer, 200)
+    assert len(spoken) <= 200 and "**" not in spoken
+    assert rest.endswith("https://endrigo.example/fim.") and "**isto**" in rest
+    assert text_after_voice(answer, rest) == rest  # the link is in the rest already
+    short = "Veja https://endrigo.example/x e me conte."
+    spoken, rest = split_answer_for_speech(short, 200)
+    assert rest == "" and LINK_PHRASE in spoken
+    assert text_after_voice(short, rest) == "https://endrigo.example/x"
+    assert text_after_voice("Nada a copiar.", "") is None

@@ -212,7 +212,7 @@ def test_too_little_audio_is_refused_before_connecting(realtime_fake):
 
 def test_voice_note_in_voice_note_out(realtime_fake, tmp_path):
     """The three pieces together: OGG note -> PCM 24 kHz -> trimmed -> session -> OGG/Opus answer."""
-    from app.realtime.audio import pcm_to_ogg_opus, to_pcm16_24k, trim_silence
+    from app.audio.pcm import pcm_to_ogg_opus, to_pcm16_24k, trim_silence
     from tests.fakes.audio_samples import SPEECH_EXPR, render
 
     note = tmp_path / "note.ogg"

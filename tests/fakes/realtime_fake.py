@@ -24,7 +24,8 @@ function outputs (``tool_outputs``) and the ``error`` events it sent (``errors_s
 Answers are real PCM16 24 kHz mono audio (a tone) split into several deltas. ``fault``
 selects a failure: ``handshake_500``, ``error_event`` (on response.create), ``error_and_close``
 (on the first client event), ``stall``, ``close_mid_response``; a
-server that is not listening is ``closed_port_url()``.
+server that is not listening is ``closed_port_url()``. ``response_delay`` makes every response
+wait that many seconds before its first output event (a model's thinking time, for benchmarks).
 """
 from __future__ import annotations
 
@@ -160,6 +161,8 @@ class RealtimeFake:
             self.error_payload = {"type": "server_error", "code": "server_error",
                                   "message": "The server had an error while processing your request."}
             self.mid_response_deltas = 2
+            # Seconds the "model" thinks before a response's first output event (benchmarks).
+            self.response_delay = 0.0
             # Send the input transcription after the response's response.done, not before it.
             self.transcript_after_response = False
             self.handshakes: list[dict] = []
@@ -418,6 +421,8 @@ class RealtimeFake:
             return
         if fault == "stall":
             return  # never finishes: response.done is not sent
+        if self.response_delay:
+            await asyncio.sleep(self.response_delay)
         wants_tool = params.get("tool_choice", state.session.get("tool_choice", "auto")) != "none"
         if wants_tool and state.tool_round < len(self.tool_calls):
             call = self.tool_calls[state.tool_round]

@@ -202,3 +202,19 @@ def test_input_problems_are_one_line_errors(run, docs, setup, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     if message == "cannot read":
         assert "quebrado.md" in lines[0]
+
+
+def test_reads_dotenv_as_the_app_does(run, docs, openai_fake, tmp_path):
+    # The key and the emulator's address only in the .env of the working folder (app.config.load_env_file).
+    (tmp_path / ".env").write_text(f"OPENAI_API_KEY={openai_fake.api_key}\nOPENAI_BASE_URL={openai_fake.v1_url}\n",
+                                   encoding="utf-8")
+    result = run(env={"OPENAI_API_KEY": None, "OPENAI_BASE_URL": None})
+    assert result.returncode == 0, result.stderr
+    assert vectors(docs)["chunks"]
+    # ENV_FILE names the file, as for the app; one that does not exist is a one-line error.
+    other = tmp_path / "elsewhere.env"
+    other.write_text("OPENAI_EMBEDDING_MODEL=text-embedding-3-large\n", encoding="utf-8")
+    planned = run("--dry-run", "--rebuild", env={"ENV_FILE": str(other)})
+    assert planned.returncode == 0 and "model text-embedding-3-large" in planned.stdout
+    missing = run("--dry-run", env={"ENV_FILE": str(tmp_path / "nope.env")})
+    assert missing.returncode == 1 and "ENV_FILE" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

@@ -24,15 +24,9 @@ ANA = "whatsapp:+5511999990001"
 
 
 @pytest.fixture
-def online(make_app, openai_fake):
-    """An app whose answers come from the OpenAI emulator."""
-
-    def factory(**overrides):
-        values = dict(openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=2)
-        values.update(overrides)
-        return make_app(**values)
-
-    return factory
+def online(online_app):
+    """An app whose answers come from the OpenAI emulator (tests/conftest.py online_app)."""
+    return online_app
 
 
 def say(app, twilio_fake, body: str, from_: str = ANA, profile_name: str = "Ana") -> str:
@@ -113,15 +107,22 @@ def test_instructions_on_every_call_history_on_the_second_turn_and_the_configure
 
     requests = bodies(openai_fake)
     assert len(requests) == 3
+    # The stable part (instructions, tools) is identical in every call, for OpenAI's prompt cache.
+    assert len({body["instructions"] for body in requests}) == 1
+    assert len({str(body["tools"]) for body in requests}) == 1
     for body in requests:
         instructions = body["instructions"]
         assert "Você é Endrigo" in instructions and "## Behavior" in instructions
         assert "{context}" not in instructions and "{profile}" not in instructions
-        assert "{datetime}" not in instructions
-        assert "- Nome: Ana" in instructions and "Primeiro contato:" in instructions
-        assert "- Esta resposta vai em: texto" in instructions
-        assert "[1] " in instructions  # retrieved passages, numbered with source and heading
-        assert "-feira" in instructions or "sábado" in instructions or "domingo" in instructions
+        assert "{datetime}" not in instructions and "- Nome:" not in instructions
+        assert body["prompt_cache_key"] == requests[0]["prompt_cache_key"]
+        # This message's facts: a developer item right before the user's message.
+        [facts] = [item["content"] for item in body["input"] if item.get("role") == "developer"]
+        assert "- Nome: Ana" in facts and "Primeiro contato:" in facts
+        assert "- Esta resposta vai em: texto" in facts
+        assert "[1] " in facts  # retrieved passages, numbered with source and heading
+        assert "-feira" in facts or "sábado" in facts or "domingo" in facts
+
         assert body["model"] == "gpt-5.4"
         assert body["store"] is False
         assert body["include"] == ["reasoning.encrypted_content"]
@@ -129,13 +130,14 @@ def test_instructions_on_every_call_history_on_the_second_turn_and_the_configure
             "search_knowledge", "get_user_profile", "update_user_profile", "capture_lead",
             "request_human_handoff", "get_current_datetime"}
     second_turn = requests[1]["input"]
-    assert second_turn[:3] == [
+    assert [second_turn[0], second_turn[1], second_turn[3]] == [
         {"role": "user", "content": "Oi, vocês fazem sites?"},
         {"role": "assistant", "content": "Fazemos sites rápidos e bonitos."},
         {"role": "user", "content": "E quando podemos começar?"},
     ]
+    assert second_turn[2]["role"] == "developer"  # the facts of this message, right before it
     # The loop's second call resends everything, plus the call and its output.
-    assert requests[2]["input"][:3] == second_turn[:3]
+    assert requests[2]["input"][:4] == second_turn[:4]
     assert "weekday" in outputs_of(requests[2])["call_time"]
     assert requests[1]["tool_choice"] == requests[2]["tool_choice"] == "auto"
 
@@ -481,8 +483,9 @@ def test_tool_calls_are_recorded_for_the_dashboard(online, openai_fake):
         ("update_user_profile", True, 1), ("capture_lead", False, 1)]
     assert ctx.tool_calls[0]["arguments"] == {"name": "Ana Clara", "reply_mode": None}
     assert "e-mail" in ctx.tool_calls[1]["error"]
-    # The profile in the next call's instructions already carries the new name.
-    assert "- Nome: Ana Clara" in bodies(openai_fake)[1]["instructions"]
+    # The profile in the next call's facts already carries the new name.
+    facts = [item["content"] for item in bodies(openai_fake)[1]["input"] if item.get("role") == "developer"]
+    assert "- Nome: Ana Clara" in facts[0]
 
 
 def test_when_time_runs_short_the_last_call_goes_without_tools(online, openai_fake, monkeypatch):

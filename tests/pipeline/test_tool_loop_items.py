@@ -18,13 +18,9 @@ FUTURE = {"type": "holo_projection_call", "status": "completed", "scene": {"fram
 
 
 @pytest.fixture
-def online(make_app, openai_fake):
-    def factory(**overrides):
-        values = dict(openai_api_key=openai_fake.api_key, openai_base_url=openai_fake.v1_url, openai_max_retries=0)
-        values.update(overrides)
-        return make_app(**values)
-
-    return factory
+def online(online_app):
+    """Online apps whose SDK does not retry: a refused request shows at once."""
+    return lambda **overrides: online_app(**{"openai_max_retries": 0, **overrides})
 
 
 def answered(app, twilio_fake, body: str) -> list[str]:

@@ -171,3 +171,41 @@ def test_unusable_opus_from_elevenlabs_is_replaced_by_our_own_encoding(voice_app
         else audio_message["media_url"]
     served = app.test_client().get(url.replace("https://bot.example.com", ""))
     assert served.mimetype == "audio/ogg" and sniff_audio_type(served.data[:96]) == "opus"
+
+
+def _texts_after_audio(twilio_fake):
+    sent = [m for m in twilio_fake.sent if m["to"] == USER]
+    first_audio = next(i for i, m in enumerate(sent) if m["media_url"])
+    return [m["body"] for m in sent[first_audio + 1:] if not m["media_url"]]
+
+
+def test_links_emails_and_phones_of_a_spoken_answer_follow_the_voice_note_as_text(voice_app, twilio_fake,
+                                                                                 openai_fake, elevenlabs_fake):
+    app = voice_app()
+    openai_fake.queue_text("Claro! Veja os detalhes em https://endrigo.example/servicos. Se preferir, escreva "
+                           "para contato@endrigo.example ou ligue para (11) 98765-4321.")
+    send_voice_note(app, twilio_fake, audio_samples.speech_like_ogg(3.0))
+    wait_for(lambda: finished(app), timeout=30)
+    spoken = elevenlabs_fake.requests_to("/v1/text-to-speech/")[0].json["text"]
+    assert "https://" not in spoken and "o link que te enviei por escrito" in spoken
+    texts = _texts_after_audio(twilio_fake)
+    assert len(texts) == 1
+    for item in ("https://endrigo.example/servicos", "contato@endrigo.example", "(11) 98765-4321"):
+        assert item in texts[0]
+
+
+def test_the_unspoken_rest_keeps_its_links_and_the_spoken_links_are_sent_too(voice_app, twilio_fake, openai_fake,
+                                                                              elevenlabs_fake):
+    app = voice_app()
+    first = "O primeiro passo é uma conversa de diagnóstico, veja https://endrigo.example/diagnostico. "
+    filler = "Depois disso a equipe prepara uma proposta com escopo, prazos e investimento para o seu caso. " * 12
+    last = "O contrato está em https://endrigo.example/contrato."
+    openai_fake.queue_text(first + filler + last)
+    send_voice_note(app, twilio_fake, audio_samples.speech_like_ogg(3.0))
+    wait_for(lambda: finished(app), timeout=30)
+    spoken = elevenlabs_fake.requests_to("/v1/text-to-speech/")[0].json["text"]
+    assert "o link que te enviei por escrito" in spoken and "contrato está" not in spoken
+    text = "\n\n".join(_texts_after_audio(twilio_fake))
+    assert "https://endrigo.example/diagnostico" in text  # said as "o link que te enviei por escrito"
+    assert "O contrato está em https://endrigo.example/contrato." in text  # the rest, as written
+    assert "o link que te enviei por escrito" not in text

@@ -38,7 +38,8 @@ def upload_path(settings, media_url: str) -> Path:
     return uploads_dir(settings) / name
 
 
-def simulated_inbound(settings, session_key: str, text: str | None = None, audio: bytes | None = None) -> Inbound:
+def simulated_inbound(settings, session_key: str, text: str | None = None, audio: bytes | None = None,
+                      profile_name: str = "Simulador") -> Inbound:
     """The operator's text or uploaded voice note as an ``Inbound`` (the upload is kept under instance/uploads)."""
     text = (text or "").strip()
     if not text and not audio:
@@ -59,6 +60,6 @@ def simulated_inbound(settings, session_key: str, text: str | None = None, audio
         media_url, media_type, kind = UPLOAD_SCHEME + name, fmt.mime, "audio"
     return Inbound(
         sid="SIM" + secrets.token_hex(16), phone=simulator_phone(session_key), wa_id=None,
-        profile_name="Simulador", body=text, kind=kind, media_url=media_url, media_type=media_type,
+        profile_name=profile_name, body=text, kind=kind, media_url=media_url, media_type=media_type,
         num_media=1 if audio else 0,
     )

@@ -44,7 +44,8 @@ LIMIT_LABELS = {
 # One label per pipeline stage (app.pipeline.STAGE_NAMES) and the whole turn; a test keeps them in step.
 STAGE_LABELS = {
     "download": "download", "convert": "conversão", "transcribe": "transcrição", "retrieve": "busca",
-    "gate": "triagem", "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio", "end_to_end": "total",
+    "gate": "triagem", "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio",
+    "realtime": "sessão em tempo real", "end_to_end": "total",
 }
 
 

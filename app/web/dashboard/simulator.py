@@ -1,8 +1,11 @@
 """The chat simulator page: an operator talks to the bot through the real pipeline.
 
-The operator's browser session holds a random key (``session["sim_key"]``); that key names
-the simulated user (phone ``sim:<key>``, channel ``simulator``), so each operator (and each
-"Nova conversa") gets a conversation of their own. Messages go in through
+Each operator has ONE simulator contact (phone ``sim:<key>``, channel ``simulator``), keyed
+by the logged-in operator's name (``session["operator_name"]``; the shared-password login
+has no name and uses ``SHARED_LOGIN_OPERATOR``), so the conversation is still there after
+logging out and in again, from any browser. "Nova conversa" archives that contact (its phone
+gets a suffix; it stays on the conversations page with its history, open handoffs and all)
+and the next message starts a fresh contact under the operator's key. Messages go in through
 ``simulate_message`` -- the same table, inbox and pipeline as WhatsApp -- and replies are
 the outbound rows the simulator channel records, which static/js/simulator.js polls from
 ``/simulator/messages.json``. With no API keys at all the offline responder answers, so a
@@ -10,6 +13,7 @@ newcomer can try the bot at once.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from flask import flash, jsonify, redirect, render_template, request, session, url_for
@@ -21,17 +25,25 @@ from app.models import PROCESSING, RECEIVED, Message, User
 from app.services import current_services
 from app.web.auth import json_endpoint
 from app.web.dashboard.blueprint import bp
+from app.web.dashboard.formatting import whatsapp_html
 from app.web.dashboard.views import playable_audio_url
 
-SESSION_KEY = "sim_key"
 POLL_LIMIT = 100
+# Who is logged in when the dashboard's shared password was used (no operator account).
+SHARED_LOGIN_OPERATOR = "admin"
 
 
-def _session_key(create: bool = True) -> str | None:
-    key = session.get(SESSION_KEY)
-    if not key and create:
-        key = session[SESSION_KEY] = secrets.token_hex(8)  # 16 chars: what simulator_phone keeps
-    return key
+def operator_name() -> str:
+    return session.get("operator_name") or SHARED_LOGIN_OPERATOR
+
+
+def operator_key(name: str) -> str:
+    """The operator's stable simulator key: 16 hex characters (what simulator_phone keeps)."""
+    return hashlib.sha256(f"simulator:{name}".encode("utf-8")).hexdigest()[:16]
+
+
+def _session_key() -> str:
+    return operator_key(operator_name())
 
 
 def _wants_json() -> bool:
@@ -41,7 +53,7 @@ def _wants_json() -> bool:
 @bp.get("/simulator")
 def simulator():
     key = _session_key()
-    return render_template("simulator.html", phone=simulator_phone(key),
+    return render_template("simulator.html", phone=simulator_phone(key), operator=operator_name(),
                            max_mb=current_services().settings.max_media_bytes // (1024 * 1024))
 
 
@@ -52,7 +64,8 @@ def simulator_send():
     audio_file = request.files.get("audio")
     audio = audio_file.read() if audio_file and audio_file.filename else None
     try:
-        inbound = simulated_inbound(svc.settings, _session_key(), text=request.form.get("text"), audio=audio)
+        inbound = simulated_inbound(svc.settings, _session_key(), text=request.form.get("text"), audio=audio,
+                                    profile_name=f"Simulador ({operator_name()})")
     except SimulatorInputError as exc:
         if _wants_json():
             return jsonify(ok=False, error=str(exc)), 400
@@ -72,6 +85,8 @@ def _message_json(message: Message) -> dict:
         "direction": message.direction,
         "kind": message.kind,
         "body": message.body,
+        # Escaped first, then WhatsApp's markers as tags (formatting.py): the page may insert it as HTML.
+        "body_html": str(whatsapp_html(message.body)),
         "transcription": message.transcription,
         "audio_url": playable_audio_url(message),
         "status": message.status,
@@ -90,10 +105,8 @@ def simulator_messages():
     while the pipeline runs.
     """
     after = request.args.get("after", type=int)
-    key = _session_key(create=False)
+    key = _session_key()
     empty = jsonify(messages=[], waiting=False)
-    if not key:
-        return empty
     with current_services().db.session() as session_:
         user_id = session_.scalar(select(User.id).where(User.phone == simulator_phone(key)))
         if user_id is None:
@@ -113,7 +126,12 @@ def simulator_messages():
 
 @bp.post("/simulator/reset")
 def simulator_reset():
-    session[SESSION_KEY] = secrets.token_hex(8)
+    """Archive the operator's simulator contact: the next message starts a new one."""
+    phone = simulator_phone(_session_key())
+    with current_services().db.session() as session_:
+        user = session_.scalar(select(User).where(User.phone == phone))
+        if user is not None:
+            user.phone = f"{phone}~{secrets.token_hex(4)}"  # fits users.phone (32 chars)
     if _wants_json():
         return jsonify(ok=True)
     flash("Nova conversa iniciada.", "info")

@@ -1,8 +1,9 @@
 """Dashboard statistics: SQL aggregates plus latency percentiles, portable to SQLite and PostgreSQL.
 
-``compute_stats(db, now=None)`` returns one JSON-ready dict (the shape of /stats.json):
+``compute_stats(db, now=None, include_simulator=True)`` returns one JSON-ready dict (the
+shape of /stats.json):
 
-- ``users``: total, new today, active in the last 7 days (simulator users counted apart);
+- ``users``: total, new today, active in the last 7 days, and how many are simulator users;
 - ``messages``: per local day for the last 30 days, text vs audio, inbound vs outbound;
 - ``delivery``: our replies by delivery status, and the Twilio error codes of failures;
 - ``latency``: p50/p95 per pipeline stage and end to end, over the most recent answered turns;
@@ -20,8 +21,10 @@ midnight, in naive UTC like every stored timestamp) are computed in Python and p
 parameters, so no SQL date function is needed and the queries are the same on SQLite and
 PostgreSQL.
 
-Simulator traffic (the dashboard's chat) is left out of user and message counts, which
-describe the audience; it stays in the turn statistics, which describe the pipeline.
+Simulator traffic (the dashboard's chat) is counted like any other, in every figure alike,
+so nine simulator turns show nine turns, their messages and their users; with
+``include_simulator=False`` (the page's ``?simulator=0`` toggle) it is left out of every
+figure alike: users, messages, deliveries, turns, latency, leads and handoffs.
 """
 from __future__ import annotations
 
@@ -54,8 +57,9 @@ def percentiles(values: list[float]) -> dict:
     return {"count": len(values), "p50": round(float(p50), 1), "p95": round(float(p95), 1)}
 
 
-def compute_stats(db, now: dt.datetime | None = None) -> dict:
-    """Every dashboard figure at ``now`` (naive UTC; default: the current time)."""
+def compute_stats(db, now: dt.datetime | None = None, include_simulator: bool = True) -> dict:
+    """Every dashboard figure at ``now`` (naive UTC; default: the current time), with or
+    without the simulator's traffic."""
     now = now or utcnow()
     today = to_local(now).date()
     first_day = today - dt.timedelta(days=WINDOW_DAYS - 1)
@@ -63,19 +67,21 @@ def compute_stats(db, now: dt.datetime | None = None) -> dict:
     today_start = local_midnight_utc(today)
     active_since = now - dt.timedelta(days=ACTIVE_DAYS)
 
+    sim = include_simulator
     with db.session() as session:
-        users = _users(session, today_start, active_since)
-        messages = _messages(session, first_day)
-        delivery = _delivery(session, window_start)
-        turns = _turns(session, window_start)
-        latency = _latency(session)
-        leads = _leads(session, now - dt.timedelta(days=ACTIVE_DAYS))
-        handoffs = _handoffs(session)
+        users = _users(session, today_start, active_since, sim)
+        messages = _messages(session, first_day, sim)
+        delivery = _delivery(session, window_start, sim)
+        turns = _turns(session, window_start, sim)
+        latency = _latency(session, sim)
+        leads = _leads(session, now - dt.timedelta(days=ACTIVE_DAYS), sim)
+        handoffs = _handoffs(session, sim)
 
     return {
         "generated_at": now.isoformat(timespec="seconds") + "Z",
         "timezone": TIMEZONE_LABEL,
         "window_days": WINDOW_DAYS,
+        "include_simulator": include_simulator,
         "users": users,
         "messages": messages,
         "delivery": delivery,
@@ -86,7 +92,12 @@ def compute_stats(db, now: dt.datetime | None = None) -> dict:
     }
 
 
-def _users(session, today_start: dt.datetime, active_since: dt.datetime) -> dict:
+def _not_simulator(user_id_column):
+    """A condition: the row belongs to a user who is not a simulator contact."""
+    return user_id_column.not_in(select(User.id).where(User.channel == SIMULATOR))
+
+
+def _users(session, today_start: dt.datetime, active_since: dt.datetime, include_simulator: bool) -> dict:
     is_sim = case((User.channel == SIMULATOR, 1), else_=0)
     rows = session.execute(
         select(
@@ -100,12 +111,15 @@ def _users(session, today_start: dt.datetime, active_since: dt.datetime) -> dict
     for sim, total, new_today, active in rows:
         if sim:
             out["simulator"] = int(total)
-        else:
-            out.update(total=int(total), new_today=int(new_today or 0), active_7d=int(active or 0))
+            if not include_simulator:
+                continue
+        out["total"] += int(total)
+        out["new_today"] += int(new_today or 0)
+        out["active_7d"] += int(active or 0)
     return out
 
 
-def _messages(session, first_day: dt.date) -> dict:
+def _messages(session, first_day: dt.date, include_simulator: bool) -> dict:
     """Messages per local day: one range aggregate per day, sent as one UNION ALL statement.
 
     Each branch is an index range scan on ``created_at`` (ix_messages_created) with
@@ -117,6 +131,7 @@ def _messages(session, first_day: dt.date) -> dict:
     is_in = case((Message.direction == "in", 1), else_=0)
     is_text = case((Message.kind == "text", 1), else_=0)
     is_audio = case((Message.kind == "audio", 1), else_=0)
+    channel = [] if include_simulator else [Message.channel != SIMULATOR]
     branches = []
     for index in range(WINDOW_DAYS):
         day = first_day + dt.timedelta(days=index)
@@ -125,8 +140,7 @@ def _messages(session, first_day: dt.date) -> dict:
                    func.sum(is_in).label("inbound"), func.sum(is_text).label("text"),
                    func.sum(is_audio).label("audio"))
             .where(Message.created_at >= local_midnight_utc(day),
-                   Message.created_at < local_midnight_utc(day + dt.timedelta(days=1)),
-                   Message.channel != SIMULATOR)
+                   Message.created_at < local_midnight_utc(day + dt.timedelta(days=1)), *channel)
         )
     per_day = []
     totals = {"total": 0, "inbound": 0, "outbound": 0, "text": 0, "audio": 0, "other": 0}
@@ -141,11 +155,12 @@ def _messages(session, first_day: dt.date) -> dict:
     return {"last_30_days": totals, "per_day": per_day}
 
 
-def _delivery(session, window_start: dt.datetime) -> dict:
+def _delivery(session, window_start: dt.datetime, include_simulator: bool) -> dict:
     # Status and error code are open-ended, so this one is a GROUP BY (over outbound rows only).
+    channel = [] if include_simulator else [Message.channel != SIMULATOR]
     rows = session.execute(
         select(Message.status, Message.error_code, func.count())
-        .where(Message.direction == "out", Message.created_at >= window_start, Message.channel != SIMULATOR)
+        .where(Message.direction == "out", Message.created_at >= window_start, *channel)
         .group_by(Message.status, Message.error_code)
     ).all()
     by_status = {status: 0 for status in DELIVERY_STATUSES}
@@ -159,11 +174,12 @@ def _delivery(session, window_start: dt.datetime) -> dict:
     return {"total": sum(by_status.values()), "by_status": by_status, "errors": error_list}
 
 
-def _turns(session, window_start: dt.datetime) -> dict:
+def _turns(session, window_start: dt.datetime, include_simulator: bool) -> dict:
     # One pass for both groupings: turns has no index on created_at, so each pass is a scan.
+    users = [] if include_simulator else [_not_simulator(Turn.user_id)]
     rows = session.execute(
         select(Turn.status, Turn.error_kind, func.count())
-        .where(Turn.created_at >= window_start)
+        .where(Turn.created_at >= window_start, *users)
         .group_by(Turn.status, Turn.error_kind)
     ).all()
     by_status: dict[str, int] = {}
@@ -176,15 +192,16 @@ def _turns(session, window_start: dt.datetime) -> dict:
     return {"total": sum(by_status.values()), "by_status": by_status, "errors_by_kind": errors}
 
 
-def _latency(session) -> dict:
+def _latency(session, include_simulator: bool) -> dict:
     # The newest turns by primary key (an index walk backwards on both databases, ~2 ms);
     # answered ones are picked here rather than in SQL, where "status = 'answered' ORDER BY
     # id DESC" made both planners use the status index and sort (~60 ms on 50,000 turns).
     # The timings come as text and are parsed in one json.loads call: half the cost of
     # letting the JSON column type decode 5,000 values one by one.
-    rows = session.execute(
-        select(Turn.status, cast(Turn.timings, Text)).order_by(Turn.id.desc()).limit(LATENCY_SAMPLE)
-    ).all()
+    query = select(Turn.status, cast(Turn.timings, Text))
+    if not include_simulator:
+        query = query.where(_not_simulator(Turn.user_id))
+    rows = session.execute(query.order_by(Turn.id.desc()).limit(LATENCY_SAMPLE)).all()
     parsed = json.loads("[" + ",".join(raw if raw else "null" for _, raw in rows) + "]")
     values: dict[str, list[float]] = {key: [] for key in LATENCY_KEYS}
     used = 0
@@ -204,15 +221,19 @@ def _latency(session) -> dict:
     }
 
 
-def _leads(session, since: dt.datetime) -> dict:
-    total, recent = session.execute(
-        select(func.count(), func.sum(case((Lead.created_at >= since, 1), else_=0)))
-    ).one()
+def _leads(session, since: dt.datetime, include_simulator: bool) -> dict:
+    query = select(func.count(), func.sum(case((Lead.created_at >= since, 1), else_=0)))
+    if not include_simulator:
+        query = query.where(_not_simulator(Lead.user_id))
+    total, recent = session.execute(query).one()
     return {"total": int(total or 0), "last_7d": int(recent or 0)}
 
 
-def _handoffs(session) -> dict:
-    counts = dict(session.execute(select(Handoff.status, func.count()).group_by(Handoff.status)).all())
+def _handoffs(session, include_simulator: bool) -> dict:
+    query = select(Handoff.status, func.count())
+    if not include_simulator:
+        query = query.where(_not_simulator(Handoff.user_id))
+    counts = dict(session.execute(query.group_by(Handoff.status)).all())
     return {"open": int(counts.get("open", 0)), "closed": int(counts.get("closed", 0)),
             "total": int(sum(counts.values()))}
 

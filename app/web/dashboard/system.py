@@ -9,8 +9,11 @@
 - ``GET /system/advanced-status`` (login): states, versions, queue depth, a configuration
   summary with booleans and model names only, and the media storage's status (backend,
   files, retention) -- never a key, token or password.
-- ``GET /system/realtime-status`` and ``POST /test/realtime-audio`` (login): placeholders
-  the realtime voice issue fills in; today they say it is not available.
+- ``GET /system/realtime-status`` (login): the realtime voice path -- configured or not, model,
+  voice, today's sessions, successes, fallbacks by reason, p50/p95 latency, the last error;
+  the status page's realtime card polls it (static/js/realtime.js) when an operator is logged in.
+- ``POST /test/realtime-audio`` (login, CSRF): a generated phrase through a real Realtime
+  session (nothing is sent to anyone), or why it cannot run.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import time
 from flask import current_app, jsonify, render_template, request
 
 from app.config import VERSION
+from app.pipeline import realtime
 from app.redaction import mask_phone, redact
 from app.services import current_services
 from app.web.auth import admin_only, json_endpoint, public
@@ -29,19 +33,27 @@ from app.web.dashboard.blueprint import bp
 STATE_LABELS = {"configured": "Configurado", "healthy": "Saudável", "degraded": "Degradado", "offline": "Offline"}
 LIBRARIES = ("flask", "werkzeug", "sqlalchemy", "alembic", "flask-wtf", "twilio", "openai", "elevenlabs",
              "google-cloud-storage", "numpy", "bm25s", "gunicorn", "psycopg2-binary", "websockets")
-REALTIME_REASON = ("A conversa por voz em tempo real ainda não foi implementada nesta versão; "
-                   "as mensagens de voz do WhatsApp funcionam normalmente.")
+REALTIME_REASON = ("Sem OPENAI_API_KEY: a voz em tempo real está desligada; os áudios recebidos em "
+                   "/webhook/whatsapp/realtime são respondidos pelo fluxo principal.")
 
 WEBHOOKS = (
     {"path": "/webhook/whatsapp", "method": "POST", "status": "recommended",
      "twilio_field": "A MESSAGE COMES IN",
      "description": "Mensagens recebidas no WhatsApp (texto, áudio, mídia)."},
-    {"path": "/webhook/whatsapp/status", "method": "POST", "status": "recommended",
+    # Every message we send names this URL itself (Twilio's per-message StatusCallback), so
+    # there is nothing to paste; the sender's own field is optional and the message's wins.
+    {"path": "/webhook/whatsapp/status", "method": "POST", "status": "automatic",
      "twilio_field": "STATUS CALLBACK URL",
-     "description": "Status de entrega das nossas respostas (enviada, entregue, lida, falhou)."},
+     "description": "Status de entrega das nossas respostas (enviada, entregue, lida, falhou). "
+                    "Não precisa colar: o app informa este endereço em cada mensagem que envia."},
+    {"path": "/webhook/whatsapp/realtime", "method": "POST", "status": "optional",
+     "twilio_field": "A MESSAGE COMES IN",
+     "description": "Alternativa a /webhook/whatsapp: os áudios são respondidos por voz em tempo real "
+                    "(OpenAI Realtime); textos seguem o fluxo principal."},
     {"path": "/webhook/whatsapp/v2", "method": "POST", "status": "deprecated",
      "twilio_field": None,
-     "description": "Endereço de uma versão antiga. Troque por /webhook/whatsapp."},
+     "description": "Endereço de uma versão antiga, ainda atendido (com aviso de obsoleto). "
+                    "Troque por /webhook/whatsapp."},
 )
 
 
@@ -52,8 +64,16 @@ def base_url() -> str:
 
 def webhooks() -> list[dict]:
     base = base_url()
-    served = {rule.rule for rule in current_app.url_map.iter_rules()}
-    return [dict(hook, url=base + hook["path"], served=hook["path"] in served) for hook in WEBHOOKS]
+    served = {rule.rule for rule in current_app.url_map.iter_rules() if "POST" in rule.methods}
+    realtime_on = current_services().realtime is not None
+    hooks = []
+    for hook in WEBHOOKS:
+        entry = dict(hook, url=base + hook["path"], served=hook["path"] in served)
+        if hook["path"] == "/webhook/whatsapp/realtime":
+            # Served either way; without a key its voice notes go through the main pipeline.
+            entry["realtime_voice"] = realtime_on
+        hooks.append(entry)
+    return hooks
 
 
 def _provider_state(snapshot: dict, name: str, configured: bool) -> tuple[str, dict]:
@@ -105,25 +125,44 @@ def components() -> list[dict]:
     provider("storage", "Armazenamento de áudio", "hard-drive", True,
              "Google Cloud Storage." if settings.media_backend == "gcs" else "Arquivos locais (instance/media).",
              "")
-    cards.append({
-        "key": "realtime", "title": "Voz em tempo real", "icon": "radio", "state": "offline",
-        "configured": False, "detail": "Ainda não disponível nesta versão.",
-    })
+    provider("realtime", "Voz em tempo real", "radio", services.realtime is not None,
+             f"Modelo {settings.openai_realtime_model}; voz "
+             + (settings.openai_realtime_voice if settings.realtime_voice == "openai" else "clonada (ElevenLabs)")
+             + "; áudios de /webhook/whatsapp/realtime.",
+             "Sem chave da OpenAI: os áudios seguem o fluxo principal.")
     for card in cards:
         card["label"] = STATE_LABELS[card["state"]]
     return cards
 
 
+KNOWLEDGE_FEATURE = {
+    "hybrid": ("book-open", "Base de conhecimento", "Busca híbrida (semântica + palavras-chave) nos documentos."),
+    "bm25": ("book-open", "Base de conhecimento",
+             "Busca por palavras-chave (BM25) nos documentos; a busca semântica liga com a chave da OpenAI "
+             "e os vetores de create_embeddings.py."),
+}
 FEATURES = (
     ("message-square", "Atendimento no WhatsApp",
      "Responde em português, na persona do Endrigo, com base nos documentos da empresa."),
     ("mic", "Mensagens de voz",
      "Transcreve os áudios recebidos e pode responder em áudio com a voz clonada do Endrigo."),
-    ("book-open", "Base de conhecimento", "Busca híbrida (semântica + palavras-chave) nos documentos."),
+    KNOWLEDGE_FEATURE["hybrid"],
     ("user-plus", "Captura de leads", "Registra nome, interesse e contato de quem quer uma proposta."),
     ("users", "Atendimento humano", "Passa a conversa para a equipe; o robô fica em silêncio até ser liberado."),
     ("terminal", "Simulador", "Converse com o robô aqui no painel, sem WhatsApp e sem chaves de API."),
 )
+
+
+def features(knowledge) -> list[tuple[str, str, str]]:
+    """The feature list as it is right now: "hybrid" search only when the knowledge base has
+    embeddings loaded and can embed queries (``KnowledgeBase.mode``), else BM25."""
+    try:
+        mode = knowledge.mode
+    except Exception:  # noqa: BLE001 - an unreadable knowledge base must not break the status page
+        current_app.logger.warning("status: knowledge base mode unavailable", exc_info=True)
+        mode = "bm25"
+    current = KNOWLEDGE_FEATURE.get(mode, KNOWLEDGE_FEATURE["bm25"])
+    return [current if feature is KNOWLEDGE_FEATURE["hybrid"] else feature for feature in FEATURES]
 
 
 @bp.get("/")
@@ -131,7 +170,7 @@ FEATURES = (
 def status():
     services = current_services()
     return render_template(
-        "status.html", components=components(), webhooks=webhooks(), features=FEATURES,
+        "status.html", components=components(), webhooks=webhooks(), features=features(services.knowledge),
         version=VERSION, uptime_seconds=int(time.time() - services.started_at),
         public_base_url_set=bool(services.settings.public_base_url),
     )
@@ -145,10 +184,13 @@ def upgrade_webhook():
     return jsonify(
         recommended=next(h for h in hooks if h["path"] == "/webhook/whatsapp"),
         status_callback=next(h for h in hooks if h["path"] == "/webhook/whatsapp/status"),
+        realtime=next(h for h in hooks if h["path"] == "/webhook/whatsapp/realtime"),
         webhooks=hooks,
         base_url_source="PUBLIC_BASE_URL" if current_services().settings.public_base_url else "request",
         instructions=("No Console da Twilio (Messaging > WhatsApp senders ou Sandbox), cole a URL "
-                      "recomendada em 'A message comes in' (HTTP POST) e a de status em 'Status callback URL'."),
+                      "recomendada em 'A message comes in' (HTTP POST). A URL de status não precisa ser colada: "
+                      "o app a informa em cada mensagem que envia (StatusCallback). Para responder áudios "
+                      "por voz em tempo real, use a URL de tempo real no lugar da recomendada."),
     )
 
 
@@ -179,6 +221,10 @@ def config_summary(settings) -> dict:
             "transcribe_model": settings.openai_transcribe_model,
             "embedding_model": settings.openai_embedding_model,
             "realtime_model": settings.openai_realtime_model,
+            "realtime_voice": settings.openai_realtime_voice,
+            "realtime_speaker": settings.realtime_voice,
+            "realtime_timeout_seconds": settings.realtime_timeout_seconds,
+            "custom_realtime_url": bool(settings.openai_realtime_url),
         },
         "elevenlabs": {
             "configured": settings.elevenlabs_configured,
@@ -241,13 +287,30 @@ def advanced_status():
 @json_endpoint
 @admin_only
 def realtime_status():
-    settings = current_services().settings
-    return jsonify(available=False, reason=REALTIME_REASON, model=settings.openai_realtime_model,
-                   openai_configured=settings.openai_configured)
+    services = current_services()
+    settings = services.settings
+    configured = services.realtime is not None
+    body = {
+        "configured": configured, "available": configured, "reason": None if configured else REALTIME_REASON,
+        "model": settings.openai_realtime_model,
+        "voice": settings.openai_realtime_voice if settings.realtime_voice == "openai" else "elevenlabs",
+        "speaker": settings.realtime_voice, "timeout_seconds": settings.realtime_timeout_seconds,
+        "custom_url": bool(settings.openai_realtime_url),
+        "webhook": base_url() + "/webhook/whatsapp/realtime",
+    }
+    try:
+        body.update(realtime.session_stats(services.db))
+    except Exception:  # noqa: BLE001 - the database is down: say so, still answer JSON
+        current_app.logger.warning("realtime status: stats failed", exc_info=True)
+        body["stats_error"] = "database unavailable"
+    return jsonify(body)
 
 
 @bp.post("/test/realtime-audio")
 @json_endpoint
 @admin_only
 def realtime_audio_test():
-    return jsonify(available=False, error="not available yet", reason=REALTIME_REASON), 503
+    result = realtime.probe_session(current_services())
+    if result.get("error") == "not_configured":
+        return jsonify(result), 503
+    return jsonify(result), 200 if result["ok"] else 502

@@ -1,6 +1,7 @@
 """Dashboard pages with personal data (login required): stats, conversations, leads, handoffs.
 
 - ``/stats`` (HTML, or JSON when asked with ``Accept: application/json``) and ``/stats.json``;
+  simulator traffic is counted unless ``?simulator=0``;
 - ``/conversations/<id>``: one user's transcript, both sides in order, audio players,
   transcriptions, stage timings, delivery status, the team's messages with their author,
   the reply box and takeover/close buttons (app/web/dashboard/inbox.py handles their
@@ -56,9 +57,14 @@ def _page_arg() -> int:
 
 # ---- stats ---------------------------------------------------------------------------------
 
+def _include_simulator() -> bool:
+    """``?simulator=0`` hides the simulator's traffic from every figure; shown by default."""
+    return request.args.get("simulator", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 @bp.get("/stats")
 def stats():
-    data = compute_stats(current_services().db)
+    data = compute_stats(current_services().db, include_simulator=_include_simulator())
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         return jsonify(data)
     return render_template("stats.html", stats=data, stages=STAGES)
@@ -67,7 +73,7 @@ def stats():
 @bp.get("/stats.json")
 @json_endpoint
 def stats_json():
-    return jsonify(compute_stats(current_services().db))
+    return jsonify(compute_stats(current_services().db, include_simulator=_include_simulator()))
 
 
 # ---- audio URLs --------------------------------------------------------------------------------
@@ -175,7 +181,7 @@ def transcript(user_id: int):
     waited = waited_label(int((now - waiting[0].created_at).total_seconds())) if waiting else ""
     return render_template("transcript.html", user=user, entries=entries, has_older=has_older,
                            oldest_id=messages[0].id if messages else None, handoffs=handoffs, leads=leads,
-                           stages=STAGES + ("end_to_end",), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
+                           stages=STAGES + ("realtime", "end_to_end"), turn_failed=TURN_FAILED, failed_team_turns=failed_team_turns,
                            open_handoff=open_handoff, authors=authors, actions=actions,
                            notifications=notifications, waited=waited, now=now,
                            state=fingerprint(current_services().db, user_id),

@@ -174,7 +174,7 @@ def test_simulator_reply_appears(page):
     page.click("#simulator-send")
     page.wait_for_selector(".bubble.in >> text=Quais serviços vocês oferecem?")
     reply = page.wait_for_selector(".bubble.out")
-    assert "modo offline" in reply.inner_text()
+    assert "Tráfego pago" in reply.inner_text()
     page.wait_for_selector("#simulator-typing.d-none", state="attached")
     # A voice note goes up as multipart from the page's script and plays back from the server.
     page.set_input_files("#simulator-audio", files=[{"name": "nota.ogg", "mimeType": "audio/ogg",
@@ -202,3 +202,32 @@ def test_a_chart_is_drawn(page, live_app):
     assert painted["bars"] == 3 and painted["painted"] > 1000
     assert page.locator('[data-stat="users"]').inner_text() == "1"
     shot(page, "stats")
+
+
+def test_the_realtime_card_fills_itself_for_operators(page, live_app):
+    from app.models import RealtimeSession
+
+    with live_app.extensions["endrigo"].db.session() as s:
+        user = User(phone="+5511900001111", message_count=1)
+        s.add(user)
+        s.flush()
+        turn = Turn(user_id=user.id, status="answered")
+        s.add(turn)
+        s.flush()
+        s.add(RealtimeSession(turn_id=turn.id, user_id=user.id, outcome="answered", model="gpt-realtime-2",
+                              voice="openai", latency_ms=1800.0))
+        s.add(RealtimeSession(turn_id=turn.id, user_id=user.id, outcome="fallback", reason="timeout",
+                              error="no complete answer within 12 s", model="gpt-realtime-2", voice="openai"))
+    page.goto("/")
+    assert page.locator("#realtime-live").count() == 0  # the public page has no live numbers
+    log_in(page)
+    live = page.locator("#realtime-live")
+    live.wait_for(state="visible")
+    assert live.locator('[data-field="sessions_today"]').inner_text() == "2"
+    assert live.locator('[data-field="successes"]').inner_text() == "1"
+    assert live.locator('[data-field="fallbacks"]').inner_text() == "1 (tempo esgotado: 1)"
+    assert live.locator('[data-field="latency"]').inner_text() == "1,8 s / 1,8 s"
+    last_error = live.locator('[data-field="last_error"]').inner_text()
+    assert last_error.startswith("tempo esgotado — no complete answer")
+    assert not page.locator("#realtime-test").is_visible()  # offline app: no key, no test session
+    shot(page, "status-realtime-card")

@@ -23,7 +23,7 @@ PASSWORD = "correct horse battery staple"
 # Routes anyone may reach: no personal data behind them (the Twilio webhooks check signatures).
 PUBLIC_ROUTES = {
     "/", "/health", "/login", "/static/<path:filename>", "/webhook/whatsapp", "/webhook/whatsapp/status",
-    "/media/<token>", "/upgrade-webhook", "/api/v1/openapi.json",
+    "/webhook/whatsapp/realtime", "/webhook/whatsapp/v2", "/media/<token>", "/upgrade-webhook", "/api/v1/openapi.json",
 }
 SAMPLE_VALUES = {"int": "1", "string": "x", "path": "x", "default": "x"}
 
@@ -288,7 +288,11 @@ def test_upgrade_webhook_lists_the_recommended_and_deprecated_urls(app):
     assert body["recommended"]["status"] == "recommended" and body["recommended"]["served"] is True
     assert body["status_callback"]["url"] == "https://bot.example.com/webhook/whatsapp/status"
     v2 = next(h for h in body["webhooks"] if h["path"] == "/webhook/whatsapp/v2")
-    assert v2["status"] == "deprecated" and v2["served"] is False
+    assert v2["status"] == "deprecated" and v2["served"] is True
+    assert body["realtime"]["url"] == "https://bot.example.com/webhook/whatsapp/realtime"
+    assert body["realtime"]["served"] is True and body["realtime"]["realtime_voice"] is False  # offline app
+    assert [h["path"] for h in body["webhooks"]] == ["/webhook/whatsapp", "/webhook/whatsapp/status",
+                                                     "/webhook/whatsapp/realtime", "/webhook/whatsapp/v2"]
     assert body["base_url_source"] == "PUBLIC_BASE_URL"
 
 
@@ -306,12 +310,14 @@ def test_advanced_status_shape(client):
     assert config["dashboard_password_set"] is True and config["mode"] == "offline"
 
 
-def test_realtime_placeholders(client):
+def test_realtime_endpoints_without_a_key_say_why(client):
     status = client.get("/system/realtime-status").get_json()
-    assert status["available"] is False and status["reason"]
+    assert status["configured"] is False and status["reason"] and status["model"] == "gpt-realtime-2"
+    assert status["sessions_today"] == 0 and status["latency_ms"] == {"p50": None, "p95": None}
     token = logged_in_token(client)
     response = client.post("/test/realtime-audio", headers={"X-CSRFToken": token})
-    assert response.status_code == 503 and response.get_json()["error"] == "not available yet"
+    assert response.status_code == 503 and response.get_json()["error"] == "not_configured"
+    assert "OPENAI_API_KEY" in response.get_json()["reason"]
 
 
 def test_no_secret_appears_in_any_page_or_json(make_app, twilio_fake):
@@ -528,15 +534,16 @@ def test_simulator_text_goes_through_the_pipeline_offline(make_app):
     messages = poll_until_reply(client)
     assert messages[0]["direction"] == "in" and messages[0]["body"] == "Quais serviços vocês oferecem?"
     reply = next(m for m in messages if m["direction"] == "out")
-    assert "modo offline" in reply["body"] and reply["status"] == "delivered"
+    assert "• Tráfego pago" in reply["body"] and reply["status"] == "delivered"
     # Nothing went to Twilio, and the conversation is a simulator user.
     with services(app).db.session() as s:
         user = s.scalar(select(User).where(User.id == response.get_json()["user_id"]))
         assert user.channel == "simulator" and user.phone.startswith("sim:")
-    # Another operator's browser has a conversation of its own.
+    # The same operator in another browser (or after logging in again) has the same conversation.
     other = app.test_client()
     login(other)
-    assert other.get("/simulator/messages.json").get_json()["messages"] == []
+    assert [m["id"] for m in other.get("/simulator/messages.json").get_json()["messages"]] == \
+        [m["id"] for m in messages]
 
 
 def test_simulator_refuses_empty_input_in_portuguese(client):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 
 from app.models import Handoff, Lead, Message, Turn, User
 from app.web.dashboard import stats as stats_module
@@ -85,13 +86,13 @@ def seeded_db(make_app):
     return db
 
 
-def test_users_exclude_the_simulator_and_use_brazilian_days(seeded_db):
-    users = compute_stats(seeded_db, now=NOW)["users"]
+def test_users_without_the_simulator_use_brazilian_days(seeded_db):
+    users = compute_stats(seeded_db, now=NOW, include_simulator=False)["users"]
     assert users == {"total": 3, "new_today": 1, "active_7d": 2, "simulator": 1}
 
 
 def test_messages_per_local_day_text_vs_audio(seeded_db):
-    result = compute_stats(seeded_db, now=NOW)
+    result = compute_stats(seeded_db, now=NOW, include_simulator=False)
     messages = result["messages"]
     assert messages["last_30_days"] == {"total": 10, "inbound": 4, "outbound": 6, "text": 7, "audio": 2, "other": 1}
     per_day = messages["per_day"]
@@ -107,7 +108,7 @@ def test_messages_per_local_day_text_vs_audio(seeded_db):
 
 
 def test_replies_by_delivery_status_with_error_codes(seeded_db):
-    delivery = compute_stats(seeded_db, now=NOW)["delivery"]
+    delivery = compute_stats(seeded_db, now=NOW, include_simulator=False)["delivery"]
     assert delivery["by_status"] == {"sent": 1, "delivered": 1, "read": 1, "failed": 2, "undelivered": 1}
     assert delivery["total"] == 6
     assert sorted((e["status"], e["code"], e["count"]) for e in delivery["errors"]) == [
@@ -115,7 +116,7 @@ def test_replies_by_delivery_status_with_error_codes(seeded_db):
 
 
 def test_latency_percentiles_over_answered_turns(seeded_db):
-    latency = compute_stats(seeded_db, now=NOW)["latency"]
+    latency = compute_stats(seeded_db, now=NOW, include_simulator=False)["latency"]
     assert latency["sample_turns"] == 21
     stages = latency["stages"]
     assert stages["retrieve"] == {"count": 21, "p50": 100.0, "p95": 190.0}
@@ -129,7 +130,7 @@ def test_latency_percentiles_over_answered_turns(seeded_db):
 
 def test_latency_uses_only_the_most_recent_turns(seeded_db, monkeypatch):
     monkeypatch.setattr(stats_module, "LATENCY_SAMPLE", 8)
-    latency = compute_stats(seeded_db, now=NOW)["latency"]
+    latency = compute_stats(seeded_db, now=NOW, include_simulator=False)["latency"]
     # The newest eight turns: four unanswered ones, the answered one without timings, then the
     # answered ones with i = 20, 19, 18. Only those last three are measured.
     assert latency["sample_turns"] == 3
@@ -137,12 +138,34 @@ def test_latency_uses_only_the_most_recent_turns(seeded_db, monkeypatch):
 
 
 def test_turns_errors_leads_and_handoffs(seeded_db):
-    result = compute_stats(seeded_db, now=NOW)
+    result = compute_stats(seeded_db, now=NOW, include_simulator=False)
     assert result["turns"]["by_status"] == {"answered": 22, "failed": 2, "waiting_retry": 1}
     assert result["turns"]["total"] == 25
     assert result["turns"]["errors_by_kind"] == {"answer": 2, "send": 1}  # the January one is outside
     assert result["leads"] == {"total": 2, "last_7d": 1}
     assert result["handoffs"] == {"open": 1, "closed": 2, "total": 3}
+
+
+def test_the_simulator_is_counted_in_every_figure_alike(seeded_db):
+    with_sim = compute_stats(seeded_db, now=NOW)
+    without = compute_stats(seeded_db, now=NOW, include_simulator=False)
+    assert with_sim["include_simulator"] is True and without["include_simulator"] is False
+    assert with_sim["users"] == {"total": 4, "new_today": 2, "active_7d": 3, "simulator": 1}
+    assert with_sim["messages"]["last_30_days"]["total"] == without["messages"]["last_30_days"]["total"] + 2
+    assert with_sim["delivery"]["by_status"]["delivered"] == without["delivery"]["by_status"]["delivered"] + 1
+    # The simulator user's own turn, lead and handoff appear only when it is counted.
+    with seeded_db.session() as s:
+        sim_id = s.scalar(select(User.id).where(User.channel == "simulator"))
+        s.add(Turn(user_id=sim_id, status="answered", timings={"end_to_end": 50_000}, created_at=T("2026-03-10")))
+        s.add(Lead(user_id=sim_id, name="Teste", interest="teste", created_at=T("2026-03-10")))
+        s.add(Handoff(user_id=sim_id, reason="teste", status="open", opened_at=T("2026-03-10")))
+    with_sim = compute_stats(seeded_db, now=NOW)
+    without = compute_stats(seeded_db, now=NOW, include_simulator=False)
+    assert with_sim["turns"]["total"] == without["turns"]["total"] + 1 == 26
+    assert with_sim["latency"]["sample_turns"] == without["latency"]["sample_turns"] + 1 == 22
+    assert with_sim["latency"]["end_to_end"]["count"] == 22 and without["latency"]["end_to_end"]["count"] == 21
+    assert with_sim["leads"]["total"] == 3 and without["leads"]["total"] == 2
+    assert with_sim["handoffs"]["open"] == 2 and without["handoffs"]["open"] == 1
 
 
 def test_empty_database(make_app):
@@ -165,4 +188,4 @@ def test_every_pipeline_stage_has_a_latency_row_and_a_label():
 
     names = tuple(name for name, _ in pipeline.STAGES)
     assert stats_module.STAGES == names
-    assert set(STAGE_LABELS) == set(names) | {"end_to_end"}
+    assert set(STAGE_LABELS) == set(names) | {"realtime", "end_to_end"}  # realtime: the session of the realtime path

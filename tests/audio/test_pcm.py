@@ -1,4 +1,4 @@
-"""app/realtime/audio.py with the real FFmpeg and webrtcvad: decode to PCM16 24 kHz, trim, encode."""
+"""app/audio/pcm.py with the real FFmpeg and webrtcvad: decode to PCM16 24 kHz, trim, encode."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.audio.ffmpeg import AudioError
-from app.realtime.audio import (
+from app.audio.pcm import (
     DEFAULT_PADDING_SECONDS,
     duration_seconds,
     pcm_to_ogg_opus,
