@@ -1,13 +1,13 @@
 """Trust: limits counted in the database, opt-out/erasure bookkeeping, voice-note lengths.
 
 Revision ID: 0006_trust
-Revises: 0005_takeover
+Revises: 0007_realtime
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_trust"
-down_revision = "0005_takeover"
+down_revision = "0007_realtime"
 branch_labels = None
 depends_on = None
 
