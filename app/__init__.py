@@ -12,7 +12,6 @@ import logging
 import time
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import VERSION as __version__  # noqa: F401 - the package's version
 
@@ -49,8 +48,12 @@ def create_app(config=None, role: str = "web") -> Flask:
     register_secret(app.config["SECRET_KEY"])
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_request_bytes
-    # Twilio calls us through a proxy (ngrok, a load balancer): rebuild the URL it called.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1)
+    # Twilio calls us through a proxy (ngrok, a load balancer): rebuild the URL it called,
+    # but only from the proxies configured (app/web/proxies.py): a client must not choose
+    # its own address or public URL.
+    from app.web.proxies import TrustedProxyFix
+
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxy_count, settings.trusted_proxies)
 
     db = Database(settings.database_url)
     db.migrate()
@@ -69,6 +72,9 @@ def create_app(config=None, role: str = "web") -> Flask:
 
     register_cli(app)
     start_model_watch(app, services)  # may refuse to boot: OpenAI says a model every turn needs is gone
+    from app.inbox.cli import register_cli as register_users_cli
+
+    register_users_cli(app)
 
     if settings.start_workers:
         services.inbox.start()

@@ -12,6 +12,7 @@ so the server, the migrations and the Flask CLI see the same settings.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -122,6 +123,13 @@ def _int(env, name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _optional_int(env, name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return _int(env, name, 0)
+
+
 def _str(env, name: str, default: str | None = None) -> str | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -201,6 +209,22 @@ class Settings:
     max_request_bytes: int = 256 * 1024
     assistant_id: str | None = None
     log_level: str = "INFO"
+    # Forwarded headers (X-Forwarded-For/-Proto/-Host/-Port/-Prefix) are trusted only from a
+    # configured proxy: TRUSTED_PROXY_COUNT hops, and/or only when the direct peer is one of
+    # TRUSTED_PROXIES (addresses or networks). Both unset: no forwarded header is believed.
+    trusted_proxy_count: int = 0
+    trusted_proxies: tuple[str, ...] = ()
+
+    # ---- trust: limits, the 24-hour window, retention --------------------------------
+    user_messages_per_minute: int = 12
+    user_messages_per_day: int = 200
+    user_audio_seconds_per_day: int = 900
+    # Model calls (answers, transcriptions, embeddings) per day for the whole app; None: no limit.
+    ai_calls_per_day: int | None = None
+    # A Twilio Content template (HX...) for replies outside WhatsApp's 24-hour window.
+    twilio_fallback_content_sid: str | None = None
+    # Conversation content and media older than this many days are deleted; None: kept.
+    retention_days: int | None = None
     # INBOX_ENABLED=false: accept and store webhooks without processing them (benchmarks of
     # ingestion, maintenance windows); tests use it to drive the inbox by hand.
     start_workers: bool = True
@@ -315,6 +339,16 @@ class Settings:
             secret_key=_str(env, "SECRET_KEY"),
             assistant_id=_str(env, "ASSISTANT_ID"),
             log_level=(_str(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
+            trusted_proxy_count=_int(env, "TRUSTED_PROXY_COUNT", d.trusted_proxy_count),
+            trusted_proxies=tuple(
+                a.strip() for a in (_str(env, "TRUSTED_PROXIES") or "").split(",") if a.strip()
+            ),
+            user_messages_per_minute=_int(env, "USER_MESSAGES_PER_MINUTE", d.user_messages_per_minute),
+            user_messages_per_day=_int(env, "USER_MESSAGES_PER_DAY", d.user_messages_per_day),
+            user_audio_seconds_per_day=_int(env, "USER_AUDIO_SECONDS_PER_DAY", d.user_audio_seconds_per_day),
+            ai_calls_per_day=_optional_int(env, "AI_CALLS_PER_DAY"),
+            twilio_fallback_content_sid=_str(env, "TWILIO_FALLBACK_CONTENT_SID"),
+            retention_days=_optional_int(env, "RETENTION_DAYS"),
             start_workers=_bool(env.get("INBOX_ENABLED"), True),
             queue_backend=(_str(env, "QUEUE_BACKEND", d.queue_backend) or d.queue_backend).lower(),
             celery_broker_url=_str(env, "CELERY_BROKER_URL"),
@@ -436,6 +470,23 @@ def _normalised(settings: Settings) -> Settings:
             raise ConfigError("WORKER_METRICS_ADDRESS must be host:port, e.g. 0.0.0.0:9808")
         if not settings.metrics_token:
             raise ConfigError("WORKER_METRICS_ADDRESS needs METRICS_TOKEN (the worker's /metrics is protected too)")
+    if settings.trusted_proxy_count < 0:
+        raise ConfigError("TRUSTED_PROXY_COUNT must not be negative")
+    for address in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise ConfigError(f"TRUSTED_PROXIES: {address!r} is not an IP address or network") from None
+    for name in ("user_messages_per_minute", "user_messages_per_day", "user_audio_seconds_per_day"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name.upper()} must be at least 1")
+    if settings.ai_calls_per_day is not None and settings.ai_calls_per_day < 0:
+        raise ConfigError("AI_CALLS_PER_DAY must not be negative")
+    if settings.retention_days is not None and settings.retention_days < 1:
+        raise ConfigError("RETENTION_DAYS must be at least 1 (unset keeps conversations)")
+    if settings.twilio_fallback_content_sid and not re.fullmatch(r"HX[0-9a-fA-F]{32}",
+                                                                 settings.twilio_fallback_content_sid):
+        raise ConfigError("TWILIO_FALLBACK_CONTENT_SID must be a Content SID (HX followed by 32 hex digits)")
     scheme, _, rest = settings.database_url.partition("://")
     if scheme in {"postgres", "postgresql"}:
         # Neon/Heroku style URLs; SQLAlchemy 2.1 maps postgresql:// to psycopg 3, we ship psycopg2.

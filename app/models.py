@@ -6,11 +6,14 @@ keep a migration in step with every change here. All timestamps are naive UTC.
 Life of an inbound message (``Message.status``):
 ``received`` (stored by the webhook) -> ``processing`` (taken into a turn) ->
 ``answered`` | ``failed`` (reason in ``error``) | ``waiting_human`` (a human handoff is open; it
-becomes ``answered`` when an operator replies, ``unanswered`` when the handoff ends without one).
-``ignored`` is kept for rows written before human takeover existed.
+becomes ``answered`` when an operator replies, ``unanswered`` when the handoff ends without one)
+| ``ignored`` (the user opted out; also rows written before human takeover existed) | ``limited``
+(over a per-user limit or the daily model budget; stored, not answered).
 Outbound rows: ``pending`` (decided with the turn's answer) -> ``sending`` (the send began) ->
 any status Twilio reports, stored as it came (``queued``/``sent`` ... ``delivered``/``read``, or
-``failed``/``undelivered`` with ``error_code``); ``refused`` when Twilio refused it at send time.
+``failed``/``undelivered`` with ``error_code``); ``refused`` when Twilio refused it at send time;
+or, refused by the send policy (app/channels/policy.py) with the reason in ``error``:
+``not_sent`` (the user opted out) or ``held`` (outside WhatsApp's 24-hour window, no template).
 """
 from __future__ import annotations
 
@@ -53,6 +56,9 @@ CANCELED_BY_US = "skipped"  # not sent on purpose (e.g. the rest of a refused vo
 STATUS_RANK = {"pending": -1, "sending": 0, "accepted": 1, "scheduled": 1, "queued": 2, "sent": 4,
                "partially_delivered": 5, "delivered": 6, "read": 7}
 UNKNOWN_STATUS_RANK = 1
+LIMITED = "limited"  # inbound: over a per-user limit or the daily model budget (app/ops/limits.py)
+# Outbound rows the send policy refused (never sent; the reason is in ``error``).
+NOT_SENT, HELD = "not_sent", "held"
 FAILED_DELIVERY_STATUSES = {"failed", "undelivered"}
 TERMINAL_STATUSES = FAILED_DELIVERY_STATUSES | {"canceled", REFUSED, CANCELED_BY_US}
 STATUS_CHARS = 32
@@ -85,6 +91,10 @@ class User(Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     opted_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # An operator lifted the user's limits at this time: only messages after it count.
+    limits_lifted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # The user asked for their data to be erased ("APAGAR MEUS DADOS"); cleared by the erase.
+    erasure_requested_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     # The per-user lease: only the holder processes this user's messages (across processes).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -149,6 +159,8 @@ class Message(Base):
     error_code: Mapped[str | None] = mapped_column(String(32))
     # Outbound only: position of this part in the turn's reply, for idempotent re-sends.
     part_index: Mapped[int | None] = mapped_column(Integer)
+    # Inbound voice notes: their length, counted against USER_AUDIO_SECONDS_PER_DAY.
+    audio_seconds: Mapped[float | None] = mapped_column(Float)
     timings: Mapped[dict | None] = mapped_column(JSON)
     # Outbound only: when its send began (bounds the search of Twilio's list after a crash).
     send_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -357,3 +369,34 @@ class ConversationRead(Base):
     operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     read_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+# ---- trust: usage counted in the database (app/ops/limits.py) ------------------------------
+
+class UsageCounter(Base):
+    """A counter per name and window, e.g. ("ai_calls", "2026-12-01"): shared by every process."""
+
+    __tablename__ = "usage_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class LimitEvent(Base):
+    """A user went over a limit in a window; the row's insertion is the "one notice per window"."""
+
+    __tablename__ = "limit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False, index=True)
+    limit_name: Mapped[str] = mapped_column(String(32), nullable=False)
+    window_key: Mapped[str] = mapped_column(String(96), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    lifted_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    lifted_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "limit_name", "window_key", name="uq_limit_events_window"),
+        Index("ix_limit_events_created", "created_at"),
+    )

@@ -49,8 +49,9 @@ class Services:
     @cached_property
     def openai(self):
         from app.clients.openai_client import OpenAIGateway
+        from app.ops.limits import count_ai_call
 
-        return OpenAIGateway(self.settings)
+        return OpenAIGateway(self.settings, on_call=lambda kind: count_ai_call(self.db))
 
     @cached_property
     def twilio(self):

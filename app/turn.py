@@ -79,7 +79,11 @@ class OutboundPart:
     body: str | None = None
     media_url: str | None = None
     media_type: str | None = None
-    kind: str = "text"  # text | audio
+    kind: str = "text"  # text | audio | template
+    # A WhatsApp template (Twilio Content SID and its variables): what may go out after the
+    # 24-hour window. Set by the send policy (app/channels/policy.py), never by the pipeline.
+    content_sid: str | None = None
+    content_variables: dict | None = None
 
 
 @dataclass

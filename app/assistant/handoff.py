@@ -34,6 +34,7 @@ from app.assistant import team_notify
 from app.business_hours import describe_moment
 from app.channels import channel_for
 from app.channels.outbox import deliver, text_parts
+from app.channels.policy import reply_refusal
 from app.db import utcnow
 from app.localtime import to_local
 from app.models import ANSWERED, TURN_TEAM, UNANSWERED, WAITING_HUMAN, Handoff, Message, Turn, User
@@ -239,6 +240,9 @@ def operator_reply(services, user_id: int, operator: Account, *, text: str | Non
             raise HandoffError("Contato não encontrado.")
         snapshot = UserSnapshot.of(user)
         has_open = open_handoff_of(session, user_id, now) is not None
+    refusal = reply_refusal(services, user_id)  # opted out, or the 24-hour window closed with no template
+    if refusal:
+        raise HandoffError(refusal)
     if not has_open:
         open_handoff(services, user_id, "conversa assumida por um operador", source=source, operator=operator,
                      now=now)

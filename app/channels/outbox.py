@@ -14,9 +14,14 @@ A part Twilio accepted is never sent again, whatever fails afterwards:
    media) whether the message exists; only when it does not is the part sent.
 
 Index ranges keep the kinds of part apart: the reply 0-99, the text fallback of a voice
-reply 100-199, the holding message 1000, the apology 1001. ``deliver`` sends ad-hoc parts
-(holding, apology, fallbacks) with the same guarantees. A team turn (an operator's reply,
-app/assistant/handoff.py) uses 0-49 for its text and 50 for its media.
+reply 100-199, the holding message 1000, the apology 1001, the trust notices 1002-1009
+(opt-out and opt-in confirmations, limit notices, erasure answer: app/pipeline/gate.py),
+and 3000+ the template re-send of a part WhatsApp failed outside the 24-hour window.
+``deliver`` sends ad-hoc parts (holding, apology, fallbacks) with the same guarantees. A team
+turn (an operator's reply, app/assistant/handoff.py) uses 0-49 for its text and 50 for its media.
+
+Right before each send the policy (app/channels/policy.py) decides: send, send as the
+fallback template, or record the row as not sent / held with the reason.
 """
 from __future__ import annotations
 
@@ -27,11 +32,14 @@ import time
 from sqlalchemy import select
 
 from app.channels import channel_for
+from app.channels.policy import check_before_send, outside_window, template_part
 from app.channels.twilio.outbound import split_message
+from app.channels.twilio.status import WINDOW_CLOSED_CODE
 from app.clients.twilio_client import TwilioSendError
 from app.db import utcnow
 from app.models import (
     CANCELED_BY_US,
+    HELD,
     PENDING,
     RECEIVED,
     REFUSED,
@@ -52,6 +60,8 @@ REPLY_LAST_INDEX = 99
 TEXT_FALLBACK_FIRST_INDEX = 100
 HOLDING_INDEX = 1000
 APOLOGY_INDEX = 1001
+TEMPLATE_RESEND_FIRST_INDEX = 3000
+TWILIO_WINDOW_REASON = "Twilio refused it: outside WhatsApp's 24-hour window (63016)"
 # Twilio's clock and ours may differ: search its list from a little before the send began.
 RECONCILE_MARGIN = dt.timedelta(seconds=120)
 # Recording a SID is retried this many times (seconds between tries) before giving up to reconciliation.
@@ -99,7 +109,7 @@ def _row(user: UserSnapshot, turn_id: int, part: OutboundPart, channel_name: str
          status: str, operator_id: int | None = None) -> Message:
     return Message(operator_id=operator_id,
         user_id=user.id, turn_id=turn_id, direction="out", channel=channel_name, kind=part.kind,
-        part_index=part.index, body=part.body if part.kind == "text" else spoken_text,
+        part_index=part.index, body=part.body if part.kind in ("text", "template") else spoken_text,
         media_url=part.media_url, media_type=part.media_type, status=status,
         num_media=1 if part.media_url else 0,
     )
@@ -114,7 +124,7 @@ def decided_parts(services, turn_id: int, first: int = 0, last: int = REPLY_LAST
                    Message.part_index >= first, Message.part_index <= last)
             .order_by(Message.part_index)
         ).all()
-    return [OutboundPart(index=r.part_index, kind=r.kind, body=r.body if r.kind == "text" else None,
+    return [OutboundPart(index=r.part_index, kind=r.kind, body=r.body if r.kind in ("text", "template") else None,
                          media_url=r.media_url, media_type=r.media_type) for r in rows]
 
 
@@ -149,22 +159,45 @@ def deliver(services, turn_id: int, user: UserSnapshot, parts: list[OutboundPart
             raise RetryableTurnError(f"cannot reconcile an unknown send outcome: {exc.reason}", kind="send") from exc
         if row_id is None:
             continue
-        try:
-            sent = channel.send_part(user, part, row_id)
-        except TwilioSendError as exc:
-            services.provider_health.error("twilio", exc.reason)
-            definite = exc.kind in ("refused", "unconfigured")
-            # A refusal is definite; a 5xx or a lost connection may hide an accepted message,
-            # so the row stays "sending" and the next attempt reconciles before sending.
-            _record(services, row_id, status=REFUSED if definite else SENDING, error=exc.reason,
-                    error_code=exc.code)
-            if definite and part.kind == "audio":
-                raise VoiceRefused(exc.reason) from exc
-            if exc.retryable:
-                raise RetryableTurnError(exc.reason, kind="send") from exc
-            raise PermanentTurnError(exc.reason, kind="send") from exc
+        verdict = check_before_send(services, user, part)
+        sent = None
+        while not verdict.refused:
+            try:
+                sent = channel.send_part(user, verdict.part, row_id)
+                break
+            except TwilioSendError as exc:
+                if exc.code == WINDOW_CLOSED_CODE and not verdict.part.content_sid:
+                    verdict = outside_window(services, part, TWILIO_WINDOW_REASON)  # the template, or hold
+                    continue
+                _send_failed(services, row_id, part, exc)  # raises what the turn acts on
+        if sent is None:
+            log.info("part %s of turn %s not sent: %s", part.index, turn_id, verdict.reason)
+            _record(services, row_id, status=verdict.status, error=verdict.reason)
+            continue
         services.provider_health.ok("twilio" if channel.name == "whatsapp" else "simulator")
         _record_sent(services, row_id, sent.sid, sent.status)
+        if verdict.part.content_sid:
+            _record_kind(services, row_id, "template")
+
+
+def _send_failed(services, row_id: int, part: OutboundPart, exc: TwilioSendError):
+    """Record a failed send and raise what the turn acts on (see ``deliver``)."""
+    services.provider_health.error("twilio", exc.reason)
+    definite = exc.kind in ("refused", "unconfigured")
+    # A refusal is definite; a 5xx or a lost connection may hide an accepted message,
+    # so the row stays "sending" and the next attempt reconciles before sending.
+    _record(services, row_id, status=REFUSED if definite else SENDING, error=exc.reason, error_code=exc.code)
+    if definite and part.kind == "audio":
+        raise VoiceRefused(exc.reason) from exc
+    if exc.retryable:
+        raise RetryableTurnError(exc.reason, kind="send") from exc
+    raise PermanentTurnError(exc.reason, kind="send") from exc
+
+
+def _record_kind(services, row_id: int, kind: str) -> None:
+    """The part went as the fallback template: operators see that on the row."""
+    with services.db.session() as session:
+        session.get(Message, row_id).kind = kind
 
 
 def _claim(services, channel, turn_id: int, user: UserSnapshot, part: OutboundPart,
@@ -267,3 +300,33 @@ def send_text_fallback(services, turn_id: int) -> None:
         log.error("text fallback for turn %s failed: %s", turn_id, exc.reason)
         if isinstance(exc, RetryableTurnError):
             raise
+
+
+def handle_window_failure(services, row_id: int) -> None:
+    """WhatsApp failed a sent part with 63016 (outside the 24-hour window; Twilio accepted it
+    first). The failed row stays as Twilio reported it; a new part (index 3000 + its index)
+    sends it once more as the fallback template, or is recorded as held for operators."""
+    with services.db.session() as session:
+        row = session.get(Message, row_id)
+        if (row is None or row.turn_id is None or row.direction != "out" or not row.body
+                or (row.part_index or 0) >= TEMPLATE_RESEND_FIRST_INDEX):
+            return
+        turn_id, index, body = row.turn_id, row.part_index or 0, row.body
+        snapshot = UserSnapshot.of(session.get(User, row.user_id))
+    part = OutboundPart(index=TEMPLATE_RESEND_FIRST_INDEX + index, body=body)
+    content_sid = services.settings.twilio_fallback_content_sid
+    if not content_sid:
+        channel = channel_for(services, snapshot)
+        with services.db.session() as session:
+            exists = session.scalar(select(Message.id).where(
+                Message.turn_id == turn_id, Message.direction == "out", Message.part_index == part.index))
+            if exists is None:
+                held = _row(snapshot, turn_id, part, channel.name, None, HELD)
+                held.error_code = WINDOW_CLOSED_CODE
+                held.error = f"{TWILIO_WINDOW_REASON}; held: no TWILIO_FALLBACK_CONTENT_SID configured"
+                session.add(held)
+        return
+    try:
+        deliver(services, turn_id, snapshot, [template_part(part, content_sid, body)])
+    except (RetryableTurnError, PermanentTurnError) as exc:
+        log.error("template re-send for turn %s failed: %s", turn_id, exc.reason)

@@ -8,7 +8,7 @@ turns each into an ``OpenAIError`` (a ``GatewayError``: kind ``auth``, ``retryab
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import openai
@@ -33,8 +33,11 @@ class OpenAIError(GatewayError):
 
 
 class OpenAIGateway:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, on_call: Callable[[str], None] | None = None):
         self.settings = settings
+        # Told of every model call ("respond", "transcribe", "embed") before it is made: the
+        # app counts them against AI_CALLS_PER_DAY (app/ops/limits.py).
+        self.on_call = on_call
         self._client: OpenAI | None = None
         if settings.openai_api_key:
             self._client = OpenAI(
@@ -70,6 +73,7 @@ class OpenAIGateway:
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), MAX_EMBEDDING_BATCH):
             batch = texts[start:start + MAX_EMBEDDING_BATCH]
+            self._count("embed")
             try:
                 result = client.embeddings.create(model=model, input=batch)
             except Exception as exc:  # noqa: BLE001 - classified, never raw
@@ -84,6 +88,7 @@ class OpenAIGateway:
         """One Responses API call (``client.responses.create``); the caller owns the tool loop."""
         request.setdefault("model", self.settings.openai_model)
         client = self.client
+        self._count("respond")
         try:
             return client.responses.create(**request)
         except Exception as exc:  # noqa: BLE001 - classified, never raw
@@ -100,6 +105,7 @@ class OpenAIGateway:
         if prompt:
             kwargs["prompt"] = prompt
         client = self.client
+        self._count("transcribe")
         try:
             result = client.audio.transcriptions.create(**kwargs)
         except Exception as exc:  # noqa: BLE001 - classified, never raw
@@ -129,6 +135,14 @@ class OpenAIGateway:
             raise classify_openai_error(exc) from exc
         # to_dict() keeps only the fields present in the payload (exclude_unset), extras included.
         return record.to_dict(mode="json")
+
+
+    def _count(self, kind: str) -> None:
+        if self.on_call is not None:
+            try:
+                self.on_call(kind)
+            except Exception:  # noqa: BLE001 - bookkeeping must never stop an answer
+                log.warning("could not count a model call", exc_info=True)
 
 
 def classify_openai_error(exc: BaseException) -> OpenAIError:

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -84,6 +85,10 @@ class MediaStorage(Protocol):
     def open(self, key: str) -> tuple[bytes, str]: ...
 
     def cleanup(self, older_than_days: float | None = None) -> int: ...
+
+    def key_for_url(self, url: str) -> str | None: ...
+
+    def delete(self, key: str) -> bool: ...
 
     def status(self) -> dict: ...
 
@@ -187,6 +192,24 @@ class LocalStorage:
         if path is None:
             raise FileNotFoundError(key)
         return path.read_bytes(), self.content_type_for(key)
+
+    def key_for_url(self, url: str) -> str | None:
+        """The key behind one of our media URLs (signature checked, age ignored), or None."""
+        path = urlsplit(url or "").path
+        if not path.startswith("/media/"):
+            return None
+        try:
+            return self.verify_token(path[len("/media/"):], ignore_age=True)
+        except MediaTokenInvalid:
+            return None
+
+    def delete(self, key: str) -> bool:
+        """Delete one stored file (LGPD erasure, retention); True when a file was removed."""
+        path = self.path_for(key)
+        if path is None:
+            return False
+        path.unlink(missing_ok=True)
+        return True
 
     def cleanup(self, older_than_days: float | None = None) -> int:
         """Delete stored files (and abandoned uploads) older than the retention; return how many."""
@@ -348,6 +371,24 @@ class GCSStorage:
         if blob is None:
             raise FileNotFoundError(key)
         return blob.download_as_bytes(), blob.content_type or "application/octet-stream"
+
+    def key_for_url(self, url: str) -> str | None:
+        """The object name behind one of our URLs (public or V4 signed: /bucket/name), or None."""
+        path = unquote(urlsplit(url or "").path)
+        marker = f"/{self.bucket_name}/"
+        if marker not in path:
+            return None
+        key = path.split(marker, 1)[1]
+        return key if key.startswith(self.PREFIX) and ".." not in key else None
+
+    def delete(self, key: str) -> bool:
+        try:
+            self.bucket.blob(key).delete(timeout=self.UPLOAD_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - NotFound or transport: report without detail
+            if type(exc).__name__ == "NotFound":
+                return False
+            raise StorageError(f"GCS delete failed: {type(exc).__name__}") from exc
+        return True
 
     def cleanup(self, older_than_days: float | None = None) -> int:
         """Delete our objects older than the retention. A bucket lifecycle rule does the same

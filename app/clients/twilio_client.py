@@ -38,7 +38,8 @@ class SentMessage:
 
 
 class TwilioSendError(GatewayError):
-    """Twilio did not accept a message (``kind``: unconfigured, refused, rate_limited, server, unreachable)."""
+    """Twilio did not accept a message (``kind``: unconfigured, refused, rate_limited, server,
+    unreachable, malformed)."""
 
     provider = "twilio"
 
@@ -94,6 +95,11 @@ class TwilioGateway:
                                   code=str(exc.code) if exc.code else None) from exc
         except (TwilioException, OSError) as exc:
             raise TwilioSendError("unreachable", redact(f"Twilio unreachable: {type(exc).__name__}"), retryable=True) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            # A body that is not Twilio's JSON (a proxy's HTML page, a cut answer): the SDK's
+            # own parsing error must not escape the gateway.
+            raise TwilioSendError("malformed", f"Twilio sent a malformed answer ({type(exc).__name__})",
+                                  retryable=True) from exc
         return SentMessage(sid=message.sid, status=message.status or "queued")
 
     def typing(self, message_sid: str) -> None:

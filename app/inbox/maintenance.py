@@ -2,9 +2,10 @@
 
 Recovery (at start and every RECOVERY interval) finds every user with ``received``
 messages, turns whose processor died (expired lease), or retries that are due. The hourly
-maintenance closes expired handoffs, deletes old voice files and simulator uploads, and
-prunes old login attempts. Every sweep also ends handoffs whose first operator answer is
-overdue and retries due team notifications (app/assistant/handoff.py ``sweep``).
+maintenance closes expired handoffs, deletes old voice files and simulator uploads,
+prunes old login attempts, and with RETENTION_DAYS deletes the conversation content older
+than that (app/inbox/privacy.py). Every sweep also ends handoffs whose first operator answer
+is overdue and retries due team notifications (app/assistant/handoff.py ``sweep``).
 """
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def handoff_sweep(services) -> None:
 
 
 def hourly(services) -> None:
-    """Close expired handoffs, delete old voice files and simulator uploads, prune login attempts."""
+    """Close expired handoffs, delete old voice files and simulator uploads, prune login attempts;
+    apply RETENTION_DAYS."""
     settings = services.settings
     now = utcnow()
     with services.db.session() as session:
@@ -131,3 +133,7 @@ def hourly(services) -> None:
             removed += 1
     if removed:
         log.info("maintenance removed %d old media files", removed)
+    if settings.retention_days is not None:
+        from app.inbox.privacy import apply_retention
+
+        apply_retention(services, settings.retention_days)

@@ -178,7 +178,10 @@ def run_turn(services, turn_id: int, guard: AttemptGuard | None = None) -> None:
         ctx.log.exception("unexpected error in the pipeline")
         outcomes.retry_or_fail(services, ctx, f"internal error: {type(exc).__name__}", "internal")
     else:
-        outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=ANSWERED)
+        if ctx.halt_status is not None:  # the gate ended the turn (opt-out, silence, limits)
+            outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=ctx.halt_status, reason=ctx.halt_reason)
+        else:
+            outcomes.finish(services, ctx, TURN_ANSWERED, inbound_status=ANSWERED)
     finally:
         helpers.stop()
         shutil.rmtree(ctx.tmpdir, ignore_errors=True)
@@ -233,6 +236,9 @@ class _TurnHelpers:
         self._timers: list[threading.Thread] = []
         if ctx.decided:
             return  # only stored parts are sent now: nothing to wait for
+        with services.db.session() as session:
+            if session.scalar(select(User.opted_out_at).where(User.id == ctx.user.id)) is not None:
+                return  # opted out: silence, not even "typing..." (the gate decides the rest)
         settings = services.settings
         if ctx.user.channel == "whatsapp" and settings.twilio_typing_indicator and services.twilio.available:
             sid = _newest_sid(services, ctx)

@@ -15,9 +15,9 @@ client is never refused because of somebody else's failures. Guessing one name f
 addresses stays slow because every try costs an argon2 verification and each address
 gets 5 tries per name per window.
 
-The address is what the web layer passes in (``request.remote_addr`` after ProxyFix, which
-trusts one X-Forwarded-For hop). Directly exposed without a proxy, a client could forge it;
-deployments put the app behind one proxy, as the README says.
+The address is what the web layer passes in (``request.remote_addr``). X-Forwarded-For is
+believed only from the proxies configured with TRUSTED_PROXY_COUNT / TRUSTED_PROXIES
+(app/web/proxies.py), so a client cannot choose its address by sending the header.
 
 A throttled request is refused without checking the password and is not recorded, so
 hammering does not grow the table. Checking and recording are two statements: concurrent

@@ -9,6 +9,9 @@ from __future__ import annotations
 import threading
 import time
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
 from app.db import utcnow
 from app.models import ProviderStatus
 from app.ops import metrics
@@ -41,12 +44,11 @@ class ProviderHealth:
     def _write(self, name: str, **fields) -> None:
         try:
             with self.db.session() as session:
-                row = session.get(ProviderStatus, name)
-                if row is None:
-                    row = ProviderStatus(name=name)
-                    session.add(row)
-                for key, value in fields.items():
-                    setattr(row, key, value)
+                # One upsert: two processes writing a provider's first status at once must not
+                # race into a duplicate-key error (a get-then-insert did).
+                insert = sqlite_insert if self.db.is_sqlite else pg_insert
+                statement = insert(ProviderStatus).values(name=name, **fields)
+                session.execute(statement.on_conflict_do_update(index_elements=["name"], set_=fields))
         except Exception:  # noqa: BLE001 - bookkeeping must never break a turn
             import logging
 

@@ -3,8 +3,10 @@
 Each stage is a function ``run(ctx: TurnContext) -> None`` in its own module; ``STAGES`` is
 the one list of their order and names. Stages skip
 themselves when they have nothing to do (no media, answer already known from a previous
-attempt, text reply). ``run_pipeline`` times every stage (``ctx.timings``, milliseconds, and
-the Prometheus histograms of app/ops/metrics.py).
+attempt, text reply). A stage may end the turn early with ``ctx.halt`` (the gate does, before
+the realtime path too: an opted-out or limited user costs no model call). ``run_pipeline``
+times every stage (``ctx.timings``, milliseconds, and the Prometheus histograms of
+app/ops/metrics.py).
 
 
 A turn made only of voice notes that came in on /webhook/whatsapp/realtime takes the
@@ -18,10 +20,11 @@ import time
 from typing import Callable
 
 from app.ops import metrics
-from app.pipeline import answer, convert, download, realtime, retrieve, send, speak, store, transcribe
+from app.pipeline import answer, convert, download, gate, realtime, retrieve, send, speak, store, transcribe
 from app.pipeline.context import TurnContext
 
 STAGES: list[tuple[str, Callable[[TurnContext], None]]] = [
+    ("gate", gate.run),              # opt-out / opt-in / erasure commands, silence, limits
     ("download", download.run),      # fetch media from Twilio (allowed hosts only)
     ("convert", convert.run),        # FFmpeg -> 16 kHz mono WAV, silence check
     ("transcribe", transcribe.run),  # Portuguese speech to text (OpenAI)
@@ -43,24 +46,29 @@ def run_pipeline(ctx: TurnContext) -> None:
     Between stages a stale attempt (a newer message arrived before the decision) stops with
     ``TurnSuperseded``: nothing of it has been sent, and the inbox answers the grown turn.
     """
-    done: tuple[str, ...] = ()
+    run_stages(ctx, only=("gate",))  # before any model call, the realtime path's included
+    if ctx.halt_status is not None:
+        return
+    done: tuple[str, ...] = ("gate",)
     if realtime.eligible(ctx):
         started = time.perf_counter()
         outcome = realtime.run(ctx)
         ctx.timings["realtime_path"] = round((time.perf_counter() - started) * 1000, 1)
         if outcome.answered:
             return
-        done = outcome.stages_done
+        done += tuple(outcome.stages_done)
     run_stages(ctx, skip=done)
 
 
-def run_stages(ctx: TurnContext, skip: tuple[str, ...] = ()) -> None:
-    """Run every stage in order (but those in ``skip``)."""
+def run_stages(ctx: TurnContext, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> None:
+    """Run every stage in order (but those in ``skip``; or just those in ``only``) until one halts the turn."""
     begun = time.perf_counter()
     try:
         for name, stage in STAGES:
-            if name in skip:
+            if name in skip or (only is not None and name not in only):
                 continue
+            if ctx.halt_status is not None:
+                break
             ctx.check_superseded()
             started = time.perf_counter()
             try:

@@ -74,6 +74,13 @@ class TurnContext:
     may_abandon: bool = False  # this attempt may still be dropped for a newer message
     # Model calls made by this turn and the tokens they used (for /stats and the bench).
     usage: dict[str, int] = field(default_factory=dict)
+    # Set by a stage that ends the turn early (the gate): the inbound status and reason the
+    # inbox records; the remaining stages do not run.
+    halt_status: str | None = None
+    halt_reason: str | None = None
+
+    def halt(self, inbound_status: str, reason: str) -> None:
+        self.halt_status, self.halt_reason = inbound_status, reason
 
     @property
     def settings(self):

@@ -4,7 +4,10 @@ The silence check runs before transcription so a note with no speech costs no AP
 """
 from __future__ import annotations
 
+from sqlalchemy import update
+
 from app.audio.ffmpeg import AudioError, is_silent, to_wav16k
+from app.models import Message
 from app.pipeline import notices
 from app.pipeline.context import TurnContext
 
@@ -31,6 +34,9 @@ def run(ctx: TurnContext) -> None:
                 item.notice = notices.AUDIO_UNREADABLE
             continue
         ctx.log.info("voice note of %.1f s converted", item.audio_seconds)
+        with ctx.services.db.session() as session:  # counted against USER_AUDIO_SECONDS_PER_DAY
+            session.execute(update(Message).where(Message.id == item.message_id)
+                            .values(audio_seconds=item.audio_seconds))
         if is_silent(wav_path):
             item.notice = notices.AUDIO_SILENT
             continue

@@ -77,6 +77,12 @@ def is_logged_in() -> bool:
     return current_operator() is not None
 
 
+def is_admin() -> bool:
+    """Whether the operator of this request is an admin (templates: admin-only buttons)."""
+    operator = current_operator()
+    return operator is not None and operator.is_admin
+
+
 def client_ip() -> str:
     return request.remote_addr or "unknown"
 

@@ -24,10 +24,10 @@ import threading
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from app.channels.outbox import send_text_fallback
+from app.channels.outbox import handle_window_failure, send_text_fallback
 from app.channels.twilio.inbound import BadWebhook, parse_inbound, webhook_fields
 from app.channels.twilio.signature import signature_failure
-from app.channels.twilio.status import record_delivery_status
+from app.channels.twilio.status import parse_status_callback, record_delivery_status
 from app.logging import work_context
 from app.ops import metrics
 from app.redaction import mask_phone
@@ -95,7 +95,13 @@ def ingest(path: str | None = None) -> Response:
     if path is not None:
         inbound.extra["path"] = path
     with work_context(inbound.sid):
-        user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
+        try:
+            user_id, created = current_services().inbound_writer.store(inbound, channel="whatsapp")
+        except Exception as exc:  # noqa: BLE001 - the database (driver errors, timeouts) or a bug
+            # Not stored: say so with a 503, so that Twilio delivers the message again.
+            log.error("inbound message not stored (%s); Twilio will retry", type(exc).__name__)
+            return Response("temporarily unavailable", status=503, mimetype="text/plain",
+                            headers={"Retry-After": "5"})
         if not created:
             metrics.webhook("duplicate")
             log.info("duplicate MessageSid ignored")
@@ -121,18 +127,16 @@ def _log_v2_once() -> None:
 @bp.post("/webhook/whatsapp/status")
 def status_callback():
     verify_signature()
-    sid = (request.form.get("MessageSid") or request.form.get("SmsSid") or "").strip()
-    status = (request.form.get("MessageStatus") or request.form.get("SmsStatus") or "").strip().lower()
-    if not sid or not status:
-        return Response("MessageSid and MessageStatus are required", status=400, mimetype="text/plain")
-    error_code = (request.form.get("ErrorCode") or "").strip() or None
-    with work_context(sid):
-        fallback_turn = record_delivery_status(current_services().db, sid, status, error_code,
-                                               request.form.get("ErrorMessage"), _row_id(request.args.get("row")))
-        if fallback_turn is not None:
-            current_services().inbox.submit(send_text_fallback, current_services(), fallback_turn)
+    try:
+        update = parse_status_callback(webhook_fields(request), request.args.get("row"))
+    except BadWebhook as exc:
+        return Response(str(exc), status=400, mimetype="text/plain")
+    services = current_services()
+    with work_context(update.sid):
+        outcome = record_delivery_status(services.db, update.sid, update.status, update.error_code,
+                                         update.error_message, update.row_id)
+        if outcome.text_fallback_turn is not None:
+            services.inbox.submit(send_text_fallback, services, outcome.text_fallback_turn)
+        if outcome.window_closed_row is not None:
+            services.inbox.submit(handle_window_failure, services, outcome.window_closed_row)
     return twiml()
-
-
-def _row_id(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None

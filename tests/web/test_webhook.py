@@ -76,7 +76,7 @@ def test_http_signature_does_not_pass_for_https_public_url(client, twilio_fake):
 
 
 def test_behind_a_proxy_the_public_https_url_is_rebuilt(make_app, twilio_fake):
-    app = make_app(start_workers=False, public_base_url=None)
+    app = make_app(start_workers=False, public_base_url=None, trusted_proxy_count=1)
     client = app.test_client()
     form = twilio_fake.inbound_form()
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "endrigo.example.org"}

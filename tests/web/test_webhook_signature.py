@@ -42,7 +42,7 @@ PROXY = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "host.example.net", "
 
 @pytest.fixture
 def proxied_app(make_app):
-    return make_app(start_workers=False, public_base_url=None)
+    return make_app(start_workers=False, public_base_url=None, trusted_proxy_count=1)  # one proxy in front
 
 
 def test_a_prefix_mounted_proxy_gets_the_url_twilio_signed(proxied_app, twilio_fake):
@@ -132,7 +132,7 @@ def test_a_server_mounted_app_whose_raw_uri_carries_script_name(proxied_app, twi
 
 
 def test_public_base_url_without_a_path_takes_the_prefix_from_the_proxy(make_app, twilio_fake):
-    app = make_app(start_workers=False, public_base_url="https://bot.example.com")
+    app = make_app(start_workers=False, public_base_url="https://bot.example.com", trusted_proxy_count=1)
     client = app.test_client()
     signed = "https://bot.example.com/bot/webhook/whatsapp?x=1"
     assert signed_post(client, PATH + "?x=1", new_form(twilio_fake, 1), twilio_fake.auth_token, signed,
@@ -144,7 +144,7 @@ def test_public_base_url_without_a_path_takes_the_prefix_from_the_proxy(make_app
 
 @pytest.mark.parametrize("configured", ["https://bot.example.com/bot", "https://bot.example.com/bot/"])
 def test_public_base_url_with_a_path_is_the_prefix_and_is_never_doubled(make_app, twilio_fake, configured):
-    app = make_app(start_workers=False, public_base_url=configured)
+    app = make_app(start_workers=False, public_base_url=configured, trusted_proxy_count=1)
     client = app.test_client()
     signed = "https://bot.example.com/bot/webhook/whatsapp?x=1"
     with_header = signed_post(client, PATH + "?x=1", new_form(twilio_fake, 1), twilio_fake.auth_token, signed,

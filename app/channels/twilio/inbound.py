@@ -21,8 +21,42 @@ _EXTRA_FIELDS = (
 )
 
 
+# Bounds of what we store (the columns' sizes, and what Twilio itself sends at most):
+# oversize values are truncated, never passed to the database to fail there.
+MAX_PROFILE_NAME = 128
+MAX_WA_ID = 32
+MAX_MEDIA_TYPE = 128
+MAX_MEDIA_URL = 2048
+MAX_BODY = 4096  # WhatsApp bodies are at most 4,096 characters
+MAX_EXTRA_VALUE = 1024
+MAX_FIELD = 8192  # any other field we read
+MAX_NUM_MEDIA = 10  # Twilio sends at most 10 media per message
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 class BadWebhook(ValueError):
     """The form is not a usable Twilio inbound message; the text is the 400 reason."""
+
+
+def clean(value, limit: int = MAX_FIELD) -> str:
+    """A form value made safe to store: no NUL or other control characters (PostgreSQL refuses
+    NUL in text), at most ``limit`` characters. Tabs and line breaks stay."""
+    if not value:
+        return ""
+    text = str(value)
+    if _CONTROL.search(text):
+        text = _CONTROL.sub("", text)
+    return text[:limit]
+
+
+class CleanForm:
+    """Read-only view of a webhook form whose values are all cleaned (first value of a repeated key)."""
+
+    def __init__(self, form):
+        self._form = form
+
+    def get(self, name: str, limit: int = MAX_FIELD) -> str:
+        return clean(self._form.get(name), limit)
 
 
 def webhook_fields(request) -> dict[str, str]:
@@ -48,6 +82,7 @@ def webhook_fields(request) -> dict[str, str]:
 
 
 def parse_inbound(form) -> Inbound:
+    form = CleanForm(form)
     sid = (form.get("MessageSid") or form.get("SmsMessageSid") or "").strip()
     if not sid:
         raise BadWebhook("MessageSid is missing")
@@ -59,28 +94,30 @@ def parse_inbound(form) -> Inbound:
     phone = sender[len("whatsapp:"):] if sender.lower().startswith("whatsapp:") else sender
     if not _E164.match(phone):
         raise BadWebhook("From is not a WhatsApp number")
-    try:
-        num_media = max(0, int(form.get("NumMedia") or 0))
-    except ValueError:
-        raise BadWebhook("NumMedia is not a number") from None
-    media_url = (form.get("MediaUrl0") or "").strip() or None
-    media_type = (form.get("MediaContentType0") or "").strip().lower() or None
-    extra = {name: form.get(name) for name in _EXTRA_FIELDS if form.get(name)}
-    more_media = [form.get(f"MediaUrl{i}") for i in range(1, min(num_media, 10)) if form.get(f"MediaUrl{i}")]
+    raw_num_media = form.get("NumMedia", 64).strip()
+    if raw_num_media and not re.fullmatch(r"[0-9]{1,64}", raw_num_media):
+        raise BadWebhook("NumMedia is not a number")
+    num_media = min(int(raw_num_media or 0), MAX_NUM_MEDIA)  # 10**20 must not reach an INTEGER column
+    media_url = form.get("MediaUrl0", MAX_MEDIA_URL).strip() or None
+    # Lower-casing can lengthen a string ("İ" -> "i̇"): bound it after.
+    media_type = form.get("MediaContentType0", MAX_MEDIA_TYPE).strip().lower()[:MAX_MEDIA_TYPE] or None
+    extra = {name: form.get(name, MAX_EXTRA_VALUE) for name in _EXTRA_FIELDS if form.get(name, MAX_EXTRA_VALUE)}
+    more_media = [i for i in range(1, num_media) if form.get(f"MediaUrl{i}", 1)]
     if more_media:
         extra["more_media"] = len(more_media)
-    body = form.get("Body") or ""
+    body = form.get("Body", MAX_BODY)
     if not body and form.get("ButtonText"):
-        body = form.get("ButtonText")
+        body = form.get("ButtonText", MAX_BODY)
+    wa_id = form.get("WaId", MAX_WA_ID).strip()
     return Inbound(
-        sid=sid, phone=phone, wa_id=(form.get("WaId") or None), profile_name=(form.get("ProfileName") or None),
+        sid=sid, phone=phone, wa_id=wa_id or None, profile_name=form.get("ProfileName", MAX_PROFILE_NAME) or None,
         body=body, kind=_kind(form, media_type if media_url else None), media_url=media_url,
         media_type=media_type, num_media=num_media, extra=extra,
     )
 
 
 def _kind(form, media_type: str | None) -> str:
-    message_type = (form.get("MessageType") or "").lower()
+    message_type = form.get("MessageType", 32).lower()
     if media_type:
         major = media_type.split("/", 1)[0]
         if major == "audio":

@@ -89,9 +89,11 @@ class TwilioChannel:
         callback = self.services.status_callback_url(row_id)
         return self.services.twilio.send(
             f"whatsapp:{user.phone}",
-            body=part.body,
+            body=None if part.content_sid else part.body,  # a template carries its own text
             media_url=part.media_url,
             status_callback=callback,
+            content_sid=part.content_sid,
+            content_variables=part.content_variables,
         )
 
     def find_sent(self, user: UserSnapshot, part: OutboundPart, since) -> list[SentMessage]:

@@ -35,11 +35,16 @@ STATUS_LABELS = {
     "waiting_human": "aguardando a equipe", "unanswered": "sem resposta da equipe", "team": "equipe",
     "pending": "pendente", "refused": "recusada pelo Twilio", "skipped": "não enviada (substituída)",
     "partially_delivered": "entregue em parte", "canceled": "cancelada", "limited": "acima do limite",
+    "not_sent": "não enviada", "held": "retida",
+}
+LIMIT_LABELS = {
+    "messages_per_minute": "mensagens por minuto", "messages_per_day": "mensagens por dia",
+    "audio_seconds_per_day": "segundos de áudio por dia", "ai_calls_per_day": "orçamento diário de IA",
 }
 # One label per pipeline stage (app.pipeline.STAGE_NAMES) and the whole turn; a test keeps them in step.
 STAGE_LABELS = {
     "download": "download", "convert": "conversão", "transcribe": "transcrição", "retrieve": "busca",
-    "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio",
+    "gate": "triagem", "answer": "resposta", "speak": "voz", "store": "armazenamento", "send": "envio",
     "realtime": "sessão em tempo real", "end_to_end": "total",
 }
 
@@ -93,6 +98,7 @@ def _template_context() -> dict:
         "password_configured": auth.accounts_configured(),
         "offline_mode": services.settings.offline,
         "status_labels": STATUS_LABELS,
+        "limit_labels": LIMIT_LABELS,
         "stage_labels": STAGE_LABELS,
     }
 

@@ -12,6 +12,7 @@ All of them go through app/assistant/handoff.py, which records the operator in t
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
@@ -35,7 +36,8 @@ KIND_BY_TYPE = {"audio": "audio", "image": "image", "application": "document"}
 def _filters() -> tuple[str, str]:
     view = request.args.get("view", "all")
     view = view if view in conversations.VIEWS else "all"
-    return view, (request.args.get("q") or "").strip()[:64]
+    # NUL is refused by PostgreSQL in any string: drop it (and other controls) from the search.
+    return view, re.sub(r"[\x00-\x1f\x7f]", "", request.args.get("q") or "").strip()[:64]
 
 
 def _decorate(items: list[dict]) -> list[dict]:

@@ -33,7 +33,7 @@ from app.models import TURN_FAILED, TURN_TEAM, WAITING_HUMAN, Handoff, Lead, Mes
 from app.operators import audit
 from app.redaction import redact
 from app.services import current_services
-from app.web.auth import current_operator, json_endpoint, safe_next
+from app.web.auth import current_operator, is_admin, json_endpoint, safe_next
 from app.web.conversations import fingerprint, mark_read, waited_label
 from app.web.dashboard.blueprint import bp
 from app.web.dashboard.stats import STAGES, compute_stats
@@ -185,7 +185,7 @@ def transcript(user_id: int):
                            open_handoff=open_handoff, authors=authors, actions=actions,
                            notifications=notifications, waited=waited, now=now,
                            state=fingerprint(current_services().db, user_id),
-                           accept=",".join(sorted(CONTENT_TYPES_BY_SUFFIX)))
+                           accept=",".join(sorted(CONTENT_TYPES_BY_SUFFIX)), admin=is_admin())
 
 
 @bp.post("/turns/<int:turn_id>/retry")

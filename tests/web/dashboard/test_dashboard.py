@@ -306,7 +306,7 @@ def test_advanced_status_shape(client):
     assert body["components"]["database"]["state"] == "healthy"
     config = body["config"]
     assert config["twilio"]["configured"] is True and config["twilio"]["auth_token_set"] is True
-    assert config["twilio"]["phone_number"] == "*******8886"
+    assert config["twilio"]["phone_number"] == "+1 ******8886"  # masked by parsing: country kept, last four shown
     assert config["openai"]["configured"] is False and config["openai"]["model"]
     assert config["dashboard_password_set"] is True and config["mode"] == "offline"
 

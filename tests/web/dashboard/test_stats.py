@@ -123,7 +123,8 @@ def test_latency_percentiles_over_answered_turns(seeded_db):
     assert stages["answer"] == {"count": 21, "p50": 5.0, "p95": 5.0}
     assert stages["transcribe"] == {"count": 5, "p50": 20.0, "p95": 38.0}  # 30 + 0.8 * 10
     assert stages["download"] == {"count": 0, "p50": None, "p95": None}
-    assert set(stages) == {"download", "convert", "transcribe", "retrieve", "answer", "speak", "store", "send"}
+    assert set(stages) == {"gate", "download", "convert", "transcribe", "retrieve", "answer", "speak", "store",
+                           "send"}
     assert latency["end_to_end"] == {"count": 21, "p50": 1100.0, "p95": 1190.0}
 
 
