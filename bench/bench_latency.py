@@ -313,8 +313,8 @@ def main() -> None:
           f"max {burst_max * 1000:.0f} ms — {'met' if burst_max <= a + 1 else 'p50 ' + ('met' if burst50 <= a + 1 else 'NOT met') + ', max NOT met'}")
     print(f"- burst answered once: {'yes' if once else 'NO'}; ≤ 2 model calls: {'yes' if calls <= 2 else 'NO'} (max {calls})")
 
-    print(f"\n### 20-turn scripted conversation, one user, zero wait (instant answer emulator; "
-          f"prompt cache emulated, ~4 characters per token)\n")
+    print("\n### 20-turn scripted conversation, one user, zero wait (instant answer emulator; "
+          "prompt cache emulated, ~4 characters per token)\n")
     print("| turn | model calls | input tokens | cached tokens | output tokens | cached share |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n, u in enumerate(usage, 1):
