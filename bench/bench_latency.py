@@ -254,6 +254,10 @@ def main() -> None:
     parser.add_argument("--answer", type=float, default=2.0, help="seconds the answer emulator takes")
     parser.add_argument("--old-tree", default="/work/wt/oldapp", help="a checkout of bb2a530 (fixed window)")
     args = parser.parse_args()
+    if not (Path(args.old_tree) / "app" / "__init__.py").exists():
+        print(f"bench_latency: skipped, no checkout of the old design at {args.old_tree} "
+              f"(git worktree add {args.old_tree} bb2a530, and a .venv link to this tree's)")
+        return
     note = audio_samples.speech_like_ogg(10.0, "24k")
     with StampedTwilio() as twilio, OpenAIFake() as openai_fake, ElevenLabsFake() as eleven, \
             tempfile.TemporaryDirectory() as tmp:
