@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=80)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--inbox-threads", type=int, default=100, help="WORKERS (inbox threads) per process")
+    parser.add_argument("--app", default="main:app", help="the WSGI app gunicorn serves (for diagnostics)")
     parser.add_argument("--send", nargs=3, metavar=("REQS", "URL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.send:
@@ -136,7 +137,7 @@ def main() -> None:
         })
         log = open(f"{tmp}/gunicorn.log", "w")  # noqa: SIM115
         server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
-                                   f"127.0.0.1:{port}", "main:app"], cwd=ROOT, env=env, stdout=log,
+                                   f"127.0.0.1:{port}", args.app], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
         try:
