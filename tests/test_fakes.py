@@ -355,6 +355,35 @@ def test_openai_default_reply_echoes_the_last_user_text(oai):
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
 
 
+def test_openai_prompt_cache_counts_the_shared_prefix_per_key(openai_fake, oai):
+    """cached_tokens: the prefix shared with an earlier request of the same prompt_cache_key,
+    only from 1024 tokens on and in steps of 128; input_tokens: the whole request."""
+    instructions = "Você é o assistente da Endrigo Digital. " * 200  # ~2000 tokens, the stable part
+
+    def ask(text: str, key: str | None, instr: str = instructions):
+        kwargs = {"prompt_cache_key": key} if key else {}
+        return oai.responses.create(model="gpt-5.4-mini", instructions=instr,
+                                    input=[{"role": "user", "content": text}], store=False, **kwargs).usage
+
+    first = ask("Qual o horário?", "endrigo-user-1")
+    assert first.input_tokens_details.cached_tokens == 0  # nothing earlier with this key
+    assert first.input_tokens >= len(instructions) // 4
+    second = ask("Quanto custa um site?", "endrigo-user-1")
+    cached = second.input_tokens_details.cached_tokens
+    assert cached >= 1024 and cached % 128 == 0
+    assert cached <= second.input_tokens and second.input_tokens - cached < 128 + 40
+    # Another key does not see user 1's prompts; requests without a key share their own bucket.
+    assert ask("Quanto custa um site?", "endrigo-user-2").input_tokens_details.cached_tokens == 0
+    assert ask("Oi", None).input_tokens_details.cached_tokens == 0
+    assert ask("Olá", None).input_tokens_details.cached_tokens >= 1024
+    # A shared prefix under 1024 tokens is not cached.
+    short = "Seja breve. " * 100  # ~300 tokens
+    ask("Oi", "endrigo-user-3", short)
+    assert ask("Olá", "endrigo-user-3", short).input_tokens_details.cached_tokens == 0
+    # A change at the very start (e.g. the time of day in the instructions) breaks the whole prefix.
+    assert ask("Qual o horário?", "endrigo-user-1", "12:00 " + instructions).input_tokens_details.cached_tokens == 0
+
+
 def test_openai_function_call_loop(openai_fake, oai):
     openai_fake.queue_function_call("get_weather", {"city": "Recife"})
     openai_fake.queue_text("Faz 30 °C em Recife.")

@@ -11,6 +11,13 @@ items of any type (a ``web_search_call``, a type from the future) to the next re
 deterministic echo; embeddings are deterministic bag-of-words vectors. The model catalog
 (``GET /v1/models[/{model}]``) carries each model's ``shutdown_date``; ``set_model`` and
 ``remove_model`` change it, unknown models are 404 ``model_not_found``.
+
+Usage emulates OpenAI's prompt cache: per ``prompt_cache_key`` (requests without one share
+one bucket), ``input_tokens_details.cached_tokens`` is the longest common prefix of this
+request's serialized (instructions, tools, input) with an earlier request of the same key,
+in tokens (~4 characters per token, ``estimate_tokens``), counted only when it is at least
+1024 tokens and rounded down to a multiple of 128; ``input_tokens`` is the whole serialized
+request in tokens. ``cache_hits`` lists (key, cached tokens) per response.
 """
 from __future__ import annotations
 
@@ -59,6 +66,10 @@ INPUT_ITEM_TYPES = {
     "compaction_trigger", "item_reference", "program", "program_output",
 }
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
+# Prompt caching: the API caches prefixes of at least 1024 tokens, in increments of 128.
+CACHE_MIN_TOKENS = 1024
+CACHE_INCREMENT_TOKENS = 128
+CACHE_REQUESTS_PER_KEY = 64  # earlier requests remembered per prompt_cache_key
 _USER_PARTS = {"input_text", "input_image", "input_file", "input_audio"}
 _ASSISTANT_PARTS = {"output_text", "refusal"}
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -202,6 +213,8 @@ class OpenAIFake(FakeServer):
         self.responses: dict[str, dict] = {}  # stored responses (store != false)
         self._last_user_text: dict[str, str] = {}
         self.models: dict[str, str | None] = dict(DEFAULT_MODELS)
+        self._cache: dict[str | None, deque[str]] = {}  # prompt_cache_key -> earlier serialized prompts
+        self.cache_hits: list[tuple[str | None, int]] = []  # (prompt_cache_key, cached tokens) per response
 
     def reset(self) -> None:
         super().reset()
@@ -366,7 +379,7 @@ class OpenAIFake(FakeServer):
         with self._state_lock:
             injected = self._injected.popleft() if self._injected else []
         output = [_normalize_item(item, body) for item in [*injected, *script["items"]]]
-        input_tokens = estimate_tokens(json.dumps(body.get("input")) + (body.get("instructions") or ""))
+        input_tokens, cached_tokens = self._prompt_cache(body)
         output_tokens = sum(estimate_tokens(_item_text(item)) for item in output)
         now = int(time.time())
         response = {
@@ -380,7 +393,7 @@ class OpenAIFake(FakeServer):
             "text": body.get("text", {"format": {"type": "text"}, "verbosity": "medium"}),
             "tool_choice": body.get("tool_choice", "auto"), "tools": tools, "top_p": body.get("top_p", 1.0),
             "truncation": body.get("truncation", "disabled"), "user": None, "metadata": body.get("metadata", {}),
-            "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
                       "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": input_tokens + output_tokens},
         }
@@ -390,6 +403,19 @@ class OpenAIFake(FakeServer):
             if body.get("store", True) is not False:
                 self.responses[response["id"]] = response
         return response
+
+    def _prompt_cache(self, body: dict) -> tuple[int, int]:
+        """(input tokens, cached tokens) of a request, as OpenAI's prompt cache would count them."""
+        prompt = "\n".join(json.dumps(body.get(part), ensure_ascii=False) for part in ("instructions", "tools", "input"))
+        key = body.get("prompt_cache_key")
+        with self._state_lock:
+            earlier = self._cache.setdefault(key, deque(maxlen=CACHE_REQUESTS_PER_KEY))
+            common = max((_common_prefix_length(prompt, seen) for seen in earlier), default=0)
+            earlier.append(prompt)
+            cached = common // 4  # whole tokens of the shared prefix (~4 characters per token)
+            cached = cached - cached % CACHE_INCREMENT_TOKENS if cached >= CACHE_MIN_TOKENS else 0
+            self.cache_hits.append((key, cached))
+        return estimate_tokens(prompt), cached
 
     def _next_script(self, body: dict, last_user: str) -> dict:
         with self._state_lock:
@@ -582,6 +608,19 @@ class OpenAIFake(FakeServer):
         usage = {"type": "tokens", "input_tokens": 50, "output_tokens": estimate_tokens(text)}
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
         return json_response({"text": text, "usage": usage})
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common prefix, by bisection on slice comparisons (C speed, not a
+    character loop: the emulator runs under load benchmarks too)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 _decoded_cache: dict[bytes, float] = {}

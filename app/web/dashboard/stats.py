@@ -8,6 +8,9 @@ shape of /stats.json):
 - ``delivery``: our replies by delivery status, and the Twilio error codes of failures;
 - ``latency``: p50/p95 per pipeline stage and end to end, over the most recent answered turns;
 - ``turns``: turns by status and errors by kind (``Turn.error_kind``);
+- ``usage``: model calls and tokens (input, cached input, output) per turn and the cached
+  share of input, from ``Turn.usage`` of the turns created in the window that called the
+  model (every attempt counts: an abandoned or retried one cost its calls too);
 - ``leads`` and ``handoffs``.
 
 Counting is done by the database (aggregates over index ranges, ``GROUP BY`` for the
@@ -73,6 +76,7 @@ def compute_stats(db, now: dt.datetime | None = None, include_simulator: bool = 
         messages = _messages(session, first_day, sim)
         delivery = _delivery(session, window_start, sim)
         turns = _turns(session, window_start, sim)
+        usage = _usage(session, window_start, sim)
         latency = _latency(session, sim)
         leads = _leads(session, now - dt.timedelta(days=ACTIVE_DAYS), sim)
         handoffs = _handoffs(session, sim)
@@ -87,6 +91,7 @@ def compute_stats(db, now: dt.datetime | None = None, include_simulator: bool = 
         "delivery": delivery,
         "latency": latency,
         "turns": turns,
+        "usage": usage,
         "leads": leads,
         "handoffs": handoffs,
     }
@@ -190,6 +195,39 @@ def _turns(session, window_start: dt.datetime, include_simulator: bool) -> dict:
             errors[error_kind] = errors.get(error_kind, 0) + count
     errors = dict(sorted(errors.items(), key=lambda item: (-item[1], item[0])))
     return {"total": sum(by_status.values()), "by_status": by_status, "errors_by_kind": errors}
+
+
+USAGE_KEYS = ("model_calls", "input_tokens", "cached_tokens", "output_tokens")
+
+
+def _usage(session, window_start: dt.datetime, include_simulator: bool) -> dict:
+    """Model calls and tokens over the window's turns that called the model.
+
+    ``Turn.usage`` is JSON without a portable SQL accessor, so the column comes as text
+    (one ``json.loads`` for all rows, as in ``_latency``) and is summed here; one short
+    JSON object per turn of the window.
+    """
+    query = select(cast(Turn.usage, Text)).where(Turn.created_at >= window_start, Turn.usage.is_not(None))
+    if not include_simulator:
+        query = query.where(_not_simulator(Turn.user_id))
+    raws = [raw for (raw,) in session.execute(query).all() if raw]
+    parsed = json.loads("[" + ",".join(raws) + "]") if raws else []
+    totals = {key: 0 for key in USAGE_KEYS}
+    turns = 0
+    for usage in parsed:
+        if not isinstance(usage, dict) or not usage.get("model_calls"):
+            continue
+        turns += 1
+        for key in USAGE_KEYS:
+            value = usage.get(key)
+            if isinstance(value, (int, float)):
+                totals[key] += int(value)
+    per_turn = {key: ((round(totals[key] / turns, 2) if key == "model_calls" else round(totals[key] / turns))
+                      if turns else None)
+                for key in USAGE_KEYS}
+    share = totals["cached_tokens"] / totals["input_tokens"] if totals["input_tokens"] else None
+    return {"turns": turns, "totals": totals, "per_turn": per_turn,
+            "cached_share": round(share, 3) if share is not None else None}
 
 
 def _latency(session, include_simulator: bool) -> dict:

@@ -189,3 +189,66 @@ def test_every_pipeline_stage_has_a_latency_row_and_a_label():
     names = tuple(name for name, _ in pipeline.STAGES)
     assert stats_module.STAGES == names
     assert set(STAGE_LABELS) == set(names) | {"realtime", "end_to_end"}  # realtime: the session of the realtime path
+
+
+def seed_usage(db) -> None:
+    """Turns with the usage the pipeline stores (app/pipeline/answer.py), around the window."""
+    with db.session() as s:
+        ana = User(phone="+5511900000011", channel="whatsapp", first_seen_at=T("2026-03-01"), last_seen_at=NOW)
+        sim = User(phone="sim:usage", channel="simulator", first_seen_at=T("2026-03-01"), last_seen_at=NOW)
+        s.add_all([ana, sim])
+        s.flush()
+        for usage, at in (
+            ({"model_calls": 1, "input_tokens": 2000, "cached_tokens": 1536, "output_tokens": 50}, "2026-03-05"),
+            # A burst: one abandoned attempt and the answered one.
+            ({"model_calls": 2, "input_tokens": 4000, "cached_tokens": 1024, "output_tokens": 70}, "2026-03-09"),
+            ({}, "2026-03-09"),  # no model call (e.g. a handoff already open): not a turn of this figure
+            (None, "2026-03-09"),
+            ({"model_calls": 9, "input_tokens": 90000, "cached_tokens": 0, "output_tokens": 900}, "2026-01-01"),
+        ):
+            s.add(Turn(user_id=ana.id, status="answered", usage=usage, created_at=T(at)))
+        s.add(Turn(user_id=sim.id, status="answered", created_at=T("2026-03-10"),
+                   usage={"model_calls": 1, "input_tokens": 3000, "cached_tokens": 2944, "output_tokens": 30}))
+
+
+def test_usage_per_turn_and_cached_share_over_the_window(make_app):
+    app = make_app(start_workers=False)
+    db = app.extensions["endrigo"].db
+    seed_usage(db)
+    without = compute_stats(db, now=NOW, include_simulator=False)["usage"]
+    assert without == {
+        "turns": 2,
+        "totals": {"model_calls": 3, "input_tokens": 6000, "cached_tokens": 2560, "output_tokens": 120},
+        "per_turn": {"model_calls": 1.5, "input_tokens": 3000, "cached_tokens": 1280, "output_tokens": 60},
+        "cached_share": round(2560 / 6000, 3),
+    }
+    with_sim = compute_stats(db, now=NOW)["usage"]
+    assert with_sim["turns"] == 3 and with_sim["totals"]["model_calls"] == 4
+    assert with_sim["cached_share"] == round((2560 + 2944) / 9000, 3)
+
+
+def test_stats_page_shows_the_usage_card_or_its_empty_state(make_app):
+    from tests.web.dashboard.test_dashboard import PASSWORD, login
+
+    app = make_app(start_workers=False, dashboard_password=PASSWORD)
+    client = app.test_client()
+    login(client)
+    empty = client.get("/stats").get_data(as_text=True)
+    assert "Uso do modelo por atendimento" in empty and "Sem chamadas ao modelo neste período" in empty
+    assert compute_stats(app.extensions["endrigo"].db)["usage"]["cached_share"] is None
+
+    from app.db import utcnow
+
+    with app.extensions["endrigo"].db.session() as s:
+        user = User(phone="+5511900000021", channel="whatsapp", first_seen_at=utcnow(), last_seen_at=utcnow())
+        s.add(user)
+        s.flush()
+        for calls, inp, cached, out in ((1, 2000, 1536, 50), (2, 4000, 1024, 70)):
+            s.add(Turn(user_id=user.id, status="answered", created_at=utcnow(),
+                       usage={"model_calls": calls, "input_tokens": inp, "cached_tokens": cached, "output_tokens": out}))
+    page = client.get("/stats").get_data(as_text=True)
+    assert "Sem chamadas ao modelo neste período" not in page
+    assert 'data-usage="model_calls">1,50<' in page
+    assert 'data-usage="input_tokens">3.000<' in page and 'data-usage="output_tokens">60<' in page
+    assert 'data-usage="cached_share">43%<' in page  # 2560 / 6000
+    assert "Sobre 2 atendimentos com chamadas ao modelo" in page
