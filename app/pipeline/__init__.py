@@ -46,6 +46,15 @@ def run_pipeline(ctx: TurnContext) -> None:
     Between stages a stale attempt (a newer message arrived before the decision) stops with
     ``TurnSuperseded``: nothing of it has been sent, and the inbox answers the grown turn.
     """
+    begun = time.perf_counter()
+    try:
+        _run_paths(ctx)
+    finally:
+        metrics.pipeline_finished(time.perf_counter() - begun)
+
+
+def _run_paths(ctx: TurnContext) -> None:
+    """The gate, then the realtime path when the turn qualifies, then (or after its fallback) the stages."""
     run_stages(ctx, only=("gate",))  # before any model call, the realtime path's included
     if ctx.halt_status is not None:
         return
@@ -62,22 +71,18 @@ def run_pipeline(ctx: TurnContext) -> None:
 
 def run_stages(ctx: TurnContext, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> None:
     """Run every stage in order (but those in ``skip``; or just those in ``only``) until one halts the turn."""
-    begun = time.perf_counter()
-    try:
-        for name, stage in STAGES:
-            if name in skip or (only is not None and name not in only):
-                continue
-            if ctx.halt_status is not None:
-                break
-            ctx.check_superseded()
-            started = time.perf_counter()
-            try:
-                stage(ctx)
-            finally:
-                elapsed = time.perf_counter() - started
-                # Stages that did nothing cost microseconds; keep only the ones that worked.
-                if elapsed >= 0.0005 or name in ("answer", "send"):
-                    ctx.timings[name] = round(elapsed * 1000, 1)
-                    metrics.stage_finished(name, elapsed)
-    finally:
-        metrics.pipeline_finished(time.perf_counter() - begun)
+    for name, stage in STAGES:
+        if name in skip or (only is not None and name not in only):
+            continue
+        if ctx.halt_status is not None:
+            break
+        ctx.check_superseded()
+        started = time.perf_counter()
+        try:
+            stage(ctx)
+        finally:
+            elapsed = time.perf_counter() - started
+            # Stages that did nothing cost microseconds; keep only the ones that worked.
+            if elapsed >= 0.0005 or name in ("answer", "send"):
+                ctx.timings[name] = round(elapsed * 1000, 1)
+                metrics.stage_finished(name, elapsed)
