@@ -177,9 +177,6 @@ class TwilioGateway:
             return "invalid X-Twilio-Signature"
         return None
 
-    def signature_is_valid(self, url: str, params, signature: str | None, settings_header: str | None) -> bool:
-        return self.signature_problem(url, params, signature, settings_header) is None
-
 
 def signature_key_id(settings_header: str | None) -> str | None:
     """The SharedKey id named in X-Twilio-Webhooks-Signature-Settings (``key=<id>,algorithm=…``).

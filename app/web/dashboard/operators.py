@@ -45,31 +45,30 @@ def operator_add():
 @bp.post("/operators/<name>/disable")
 @admin_only
 def operator_disable(name: str):
-    db = current_services().db
     if accounts.normalize_name(name) == current_operator().name:
         flash("Você não pode desativar a sua própria conta.", "warning")
         return redirect(url_for("dashboard.operators"))
-    try:
-        account = accounts.disable(db, name)
-    except OperatorError as exc:
-        flash(str(exc), "danger")
-        return redirect(url_for("dashboard.operators"))
-    audit.record(db, current_operator(), audit.OPERATOR_DISABLE, detail={"operator": account.name})
-    flash(f"{account.name} desativado: sessões encerradas e tokens revogados.", "success")
-    return redirect(url_for("dashboard.operators"))
+    return _change_account(accounts.disable, name, audit.OPERATOR_DISABLE,
+                           "{name} desativado: sessões encerradas e tokens revogados.")
 
 
 @bp.post("/operators/<name>/enable")
 @admin_only
 def operator_enable(name: str):
+    return _change_account(accounts.enable, name, audit.OPERATOR_ENABLE,
+                           "{name} reativado (tokens antigos continuam revogados).")
+
+
+def _change_account(change, name: str, action: str, done: str):
+    """Apply ``change(db, name)``, record it with its operator, say so on the operators page."""
     db = current_services().db
     try:
-        account = accounts.enable(db, name)
+        account = change(db, name)
     except OperatorError as exc:
         flash(str(exc), "danger")
         return redirect(url_for("dashboard.operators"))
-    audit.record(db, current_operator(), audit.OPERATOR_ENABLE, detail={"operator": account.name})
-    flash(f"{account.name} reativado (tokens antigos continuam revogados).", "success")
+    audit.record(db, current_operator(), action, detail={"operator": account.name})
+    flash(done.format(name=account.name), "success")
     return redirect(url_for("dashboard.operators"))
 
 
